@@ -1,0 +1,211 @@
+"""Synthetic languages: random tables, Markov chains, n-grams, HMMs.
+
+Structured languages are small frozen dataclasses holding their parameters and length; ``.joint()``
+enumerates them into a :class:`theory.joint.Joint` (small L only). The scalable engine
+(``synthetic.markov``) uses the same parameter conventions to give exact conditionals at any L.
+
+Conventions
+-----------
+* ``MarkovChain(init (V,), trans (V, V), length)``: q(x) = init[x_0] prod_i trans[x_{i-1}, x_i].
+* ``NGram(init (V**(n-1),), cond (V,)*n, length)``: the first n-1 tokens are drawn jointly from
+  ``init`` (row-major flat index), then q(x_i = b | x_{i-n+1..i-1}) = cond[x_{i-n+1}, ..., x_{i-1}, b].
+  Requires length >= n.
+* ``HMM(init (H,), trans (H, H), emit (H, V), length)``: hidden chain h with q(h_0) = init,
+  q(h_i | h_{i-1}) = trans, tokens x_i ~ emit[h_i].
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from theory._checks import SCALABLE_HINT, check_distribution, check_size, check_vocab_length, require_x64
+from theory.joint import Joint, joint_bytes
+
+
+def _stochastic(mat, name, axis_len=None) -> np.ndarray:
+    arr = check_distribution(mat, name, axis=-1)
+    return arr
+
+
+def _check_joint_size(V, L, max_bytes):
+    check_size(joint_bytes(V, L), f"Enumerating this language over V**L = {V}**{L}", max_bytes, SCALABLE_HINT)
+
+
+@dataclass(frozen=True, eq=False)
+class MarkovChain:
+    """First-order Markov chain over V tokens. Shapes: init (V,), trans (V, V) row-stochastic."""
+
+    init: np.ndarray
+    trans: np.ndarray
+    length: int
+
+    def __post_init__(self):
+        init = _stochastic(self.init, "init")
+        trans = _stochastic(self.trans, "trans (rows)")
+        if init.ndim != 1 or trans.shape != (init.shape[0], init.shape[0]):
+            raise ValueError(f"MarkovChain needs init (V,) and trans (V, V); got {init.shape} and {trans.shape}.")
+        check_vocab_length(int(init.shape[0]), self.length)
+        object.__setattr__(self, "init", init)
+        object.__setattr__(self, "trans", trans)
+        object.__setattr__(self, "length", int(self.length))
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.init.shape[0])
+
+    def with_length(self, length: int) -> "MarkovChain":
+        return MarkovChain(self.init, self.trans, length)
+
+    def joint(self, max_bytes: float | None = None) -> Joint:
+        V, L = self.vocab_size, self.length
+        _check_joint_size(V, L, max_bytes)
+        t = self.init.reshape(1, V)
+        for _ in range(1, L):
+            t = (t[:, :, None] * self.trans[None]).reshape(-1, V)  # (V**i, V) -> (V**(i+1), V)
+        return Joint(t.reshape(-1), V, L, max_bytes=max_bytes)
+
+
+@dataclass(frozen=True, eq=False)
+class NGram:
+    """n-gram language (order n >= 2). Shapes: init (V**(n-1),), cond (V,)*n stochastic in the last axis."""
+
+    init: np.ndarray
+    cond: np.ndarray
+    length: int
+
+    def __post_init__(self):
+        cond = _stochastic(self.cond, "cond (last axis)")
+        n = cond.ndim
+        if n < 2 or len(set(cond.shape)) != 1:
+            raise ValueError(f"NGram cond must have shape (V,)*n with n >= 2, got {cond.shape}.")
+        V = cond.shape[0]
+        init = _stochastic(np.asarray(self.init).reshape(-1), "init")
+        if init.shape != (V ** (n - 1),):
+            raise ValueError(f"NGram init must have V**(n-1) = {V ** (n - 1)} entries, got {init.shape}.")
+        check_vocab_length(V, self.length)
+        if self.length < n:
+            raise ValueError(f"An order-{n} NGram needs length >= {n}, got {self.length}.")
+        object.__setattr__(self, "init", init)
+        object.__setattr__(self, "cond", cond)
+        object.__setattr__(self, "length", int(self.length))
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.cond.shape[0])
+
+    @property
+    def order(self) -> int:
+        return int(self.cond.ndim)
+
+    def with_length(self, length: int) -> "NGram":
+        return NGram(self.init, self.cond, length)
+
+    def joint(self, max_bytes: float | None = None) -> Joint:
+        V, L, n = self.vocab_size, self.length, self.order
+        _check_joint_size(V, L, max_bytes)
+        ctx = V ** (n - 1)
+        cond = self.cond.reshape(ctx, V)
+        t = self.init.reshape(1, ctx)  # (prefix, last n-1 tokens)
+        for _ in range(n - 1, L):
+            t = t[:, :, None] * cond[None]  # (M, ctx, V)
+            t = t.reshape(-1, ctx)  # the new last n-1 tokens are the trailing digits
+        return Joint(t.reshape(-1), V, L, max_bytes=max_bytes)
+
+
+@dataclass(frozen=True, eq=False)
+class HMM:
+    """Hidden Markov model. Shapes: init (H,), trans (H, H), emit (H, V), all row-stochastic."""
+
+    init: np.ndarray
+    trans: np.ndarray
+    emit: np.ndarray
+    length: int
+
+    def __post_init__(self):
+        init = _stochastic(self.init, "init")
+        trans = _stochastic(self.trans, "trans (rows)")
+        emit = _stochastic(self.emit, "emit (rows)")
+        H = init.shape[0]
+        if init.ndim != 1 or trans.shape != (H, H) or emit.ndim != 2 or emit.shape[0] != H:
+            raise ValueError(
+                f"HMM needs init (H,), trans (H, H), emit (H, V); got {init.shape}, {trans.shape}, {emit.shape}."
+            )
+        check_vocab_length(int(emit.shape[1]), self.length)
+        object.__setattr__(self, "init", init)
+        object.__setattr__(self, "trans", trans)
+        object.__setattr__(self, "emit", emit)
+        object.__setattr__(self, "length", int(self.length))
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.emit.shape[1])
+
+    @property
+    def num_hidden(self) -> int:
+        return int(self.init.shape[0])
+
+    def with_length(self, length: int) -> "HMM":
+        return HMM(self.init, self.trans, self.emit, length)
+
+    def joint(self, max_bytes: float | None = None) -> Joint:
+        V, L, H = self.vocab_size, self.length, self.num_hidden
+        _check_joint_size(V * H, L, max_bytes)
+        a = (self.init[None, :] * self.emit.T)  # (V, H): q(x_0, h_0)
+        for _ in range(1, L):
+            a = a @ self.trans  # (M, H): q(x_<=i-1, h_i)
+            a = (a[:, None, :] * self.emit.T[None]).reshape(-1, H)  # (M*V, H)
+        return Joint(a.sum(axis=1), V, L, max_bytes=max_bytes)
+
+
+# ---- random constructors ------------------------------------------------------------------------
+def _dirichlet(key, conc: float, shape) -> np.ndarray:
+    require_x64("random language construction")
+    if not conc > 0:
+        raise ValueError(f"concentration must be > 0, got {conc}.")
+    alpha = jnp.full(shape, conc, dtype=jnp.float64)
+    return np.asarray(jax.random.dirichlet(key, alpha, dtype=jnp.float64))
+
+
+def dirichlet(key, vocab_size: int, length: int, concentration: float = 1.0, max_bytes=None) -> Joint:
+    """A random joint table q ~ Dirichlet(concentration * 1) over V**L.
+
+    Small concentration gives peaked tables (strong dependence), large gives near-uniform ones.
+    """
+    V, L = check_vocab_length(vocab_size, length)
+    _check_joint_size(V, L, max_bytes)
+    p = _dirichlet(key, concentration, (V**L,))
+    p = np.maximum(p, 0.0)
+    return Joint(p / p.sum(), V, L, max_bytes=max_bytes)
+
+
+def random_markov(key, vocab_size: int, length: int, concentration: float = 1.0) -> MarkovChain:
+    """Markov chain with init and transition rows drawn from Dirichlet(concentration)."""
+    V, L = check_vocab_length(vocab_size, length)
+    k1, k2 = jax.random.split(key)
+    return MarkovChain(_dirichlet(k1, concentration, (V,)), _dirichlet(k2, concentration, (V, V)), L)
+
+
+def random_ngram(key, vocab_size: int, order: int, length: int, concentration: float = 1.0) -> NGram:
+    """n-gram with init over the first n-1 tokens and every context's next-token law ~ Dirichlet(concentration)."""
+    V, L = check_vocab_length(vocab_size, length)
+    if order < 2:
+        raise ValueError(f"order must be >= 2, got {order}.")
+    k1, k2 = jax.random.split(key)
+    return NGram(_dirichlet(k1, concentration, (V ** (order - 1),)), _dirichlet(k2, concentration, (V,) * order), L)
+
+
+def random_hmm(key, num_hidden: int, vocab_size: int, length: int, concentration: float = 1.0) -> HMM:
+    """HMM with every distribution ~ Dirichlet(concentration)."""
+    V, L = check_vocab_length(vocab_size, length)
+    if num_hidden < 1:
+        raise ValueError(f"num_hidden must be >= 1, got {num_hidden}.")
+    k1, k2, k3 = jax.random.split(key, 3)
+    return HMM(
+        _dirichlet(k1, concentration, (num_hidden,)),
+        _dirichlet(k2, concentration, (num_hidden, num_hidden)),
+        _dirichlet(k3, concentration, (num_hidden, vocab_size)),
+        L,
+    )

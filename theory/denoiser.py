@@ -1,0 +1,166 @@
+"""Denoisers: anything with ``marginals(states) -> (B, L, V)``.
+
+A denoiser maps a batch of partial states ``states`` (B, L) with entries in {0..V} (V = mask) to the
+per-position conditional marginals (B, L, V). Conventions shared by every denoiser in the toolkit
+(exact, tabulated, Markov oracle, learned):
+
+* masked position i: a probability vector over the V clean tokens (never the mask);
+* visible position i: the one-hot vector of its token ("carry-over unmasking");
+* ``marginals`` must be a JAX-traceable function of an integer array, so the Monte-Carlo sampler
+  can ``jit``/``vmap`` through it.
+
+The exact denoiser of a joint q uses the table of *cylinder sums* C over (V+1)**L,
+C[z] = sum of q(x) over the sequences x consistent with z (agreeing on z's visible positions). It is
+L tensor contractions away from q: extend each axis of the (V,)*L table by its sum. Then for a masked
+position i, q(x_i = v | z) = C[z with z_i := v] / C[z], an index shift of (v - V) * (V+1)**(L-1-i).
+States with C[z] = 0 (impossible under q) get the uniform distribution 1/V at masked positions: a
+documented, finite answer that no sampler started from the all-mask state ever reaches with the exact
+denoiser.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Protocol, runtime_checkable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._checks import SCALABLE_HINT, as_f64, check_size, require_x64
+from .joint import Joint
+from .states import all_states, strides
+
+
+@runtime_checkable
+class Denoiser(Protocol):
+    """Protocol: ``vocab_size``, ``length`` and ``marginals(states (B, L) int) -> (B, L, V) float``."""
+
+    vocab_size: int
+    length: int
+
+    def marginals(self, states) -> jax.Array: ...
+
+
+def cylinder_bytes(vocab_size: int, length: int) -> int:
+    return 8 * (vocab_size + 1) ** length
+
+
+def cylinder_sums(joint: Joint, max_bytes: float | None = None) -> jax.Array:
+    """C over (V+1)**L (flat, row-major): C[z] = sum_{x consistent with z} q(x)."""
+    require_x64("cylinder_sums")
+    V, L = joint.vocab_size, joint.length
+    check_size(cylinder_bytes(V, L), f"The cylinder-sum table over (V+1)**L = {V + 1}**{L}", max_bytes, SCALABLE_HINT)
+    t = joint.table()
+    for ax in range(L):
+        t = jnp.concatenate([t, t.sum(axis=ax, keepdims=True)], axis=ax)  # axis ax: V -> V+1
+    return t.reshape(-1)
+
+
+def _masked_onehot(states, vocab_size: int):
+    masked = states == vocab_size  # (B, L)
+    onehot = jax.nn.one_hot(jnp.where(masked, 0, states), vocab_size, dtype=jnp.float64)  # (B, L, V)
+    return masked, onehot
+
+
+@dataclass(frozen=True, eq=False)
+class ExactDenoiser:
+    """The exact conditionals q(x_i = v | visible part of z) of a Joint, via cylinder sums."""
+
+    joint: Joint
+    cyl: jax.Array  # ((V+1)**L,)
+    vocab_size: int
+    length: int
+
+    def marginals(self, states) -> jax.Array:
+        """(B, L) partial states -> (B, L, V) exact conditionals (one-hot at visible positions)."""
+        V, L = self.vocab_size, self.length
+        states = jnp.asarray(states)
+        st = jnp.asarray(strides(V + 1, L))  # (L,)
+        idx = states.astype(jnp.int64) @ st  # (B,)
+        den = self.cyl[idx]  # (B,)
+        shift = (jnp.arange(V)[None, None, :] - states[:, :, None]) * st[None, :, None]  # (B, L, V)
+        num = self.cyl[idx[:, None, None] + shift]  # (B, L, V); meaningful where masked
+        masked, onehot = _masked_onehot(states, V)
+        ok = den[:, None, None] > 0
+        cond = jnp.where(ok, num / jnp.where(ok, den[:, None, None], 1.0), 1.0 / V)
+        return jnp.where(masked[..., None], cond, onehot)
+
+    def state_prob(self, states) -> jax.Array:
+        """C[z] = q(visible part of z), shape (B,)."""
+        st = jnp.asarray(strides(self.vocab_size + 1, self.length))
+        return self.cyl[jnp.asarray(states).astype(jnp.int64) @ st]
+
+    def table(self, max_bytes: float | None = None) -> jax.Array:
+        """Conditionals of every partial state, shape ((V+1)**L, L, V)."""
+        V, L = self.vocab_size, self.length
+        check_size(8 * (V + 1) ** L * L * V, f"The denoiser table over (V+1)**L = {V + 1}**{L} states", max_bytes,
+                   SCALABLE_HINT + "; or call .marginals(states) on the states you need")
+        return self.marginals(jnp.asarray(all_states(V, L)))
+
+
+def exact_denoiser(joint: Joint, max_bytes: float | None = None) -> ExactDenoiser:
+    """Build the exact denoiser of ``joint`` (cost: one (V+1)**L table)."""
+    if not isinstance(joint, Joint):
+        raise TypeError(f"exact_denoiser needs a theory.joint.Joint, got {type(joint).__name__}.")
+    return ExactDenoiser(joint, cylinder_sums(joint, max_bytes), joint.vocab_size, joint.length)
+
+
+def denoiser_table(joint: Joint, max_bytes: float | None = None) -> jax.Array:
+    """Exact conditionals for all (V+1)**L partial states at once, shape ((V+1)**L, L, V)."""
+    return exact_denoiser(joint, max_bytes).table(max_bytes)
+
+
+@dataclass(frozen=True, eq=False)
+class TabularDenoiser:
+    """A denoiser given as a table ((V+1)**L, L, V) of conditionals (e.g. a perturbed exact one).
+
+    Masked rows must be probability vectors; visible rows are replaced by one-hots on lookup.
+    """
+
+    table: jax.Array
+    vocab_size: int
+    length: int
+
+    def __init__(self, table, vocab_size: int, length: int):
+        t = as_f64(table, "TabularDenoiser.table")
+        if t.shape != ((vocab_size + 1) ** length, length, vocab_size):
+            raise ValueError(f"table must have shape ((V+1)**L, L, V) = {((vocab_size + 1) ** length, length, vocab_size)}, got {t.shape}.")
+        arr = np.asarray(t)
+        if np.any(arr < 0) or np.any(np.abs(arr.sum(-1) - 1) > 1e-9):
+            raise ValueError("every row of a TabularDenoiser table must be a probability vector over V tokens.")
+        object.__setattr__(self, "table", t)
+        object.__setattr__(self, "vocab_size", int(vocab_size))
+        object.__setattr__(self, "length", int(length))
+
+    def marginals(self, states) -> jax.Array:
+        states = jnp.asarray(states)
+        idx = states.astype(jnp.int64) @ jnp.asarray(strides(self.vocab_size + 1, self.length))
+        masked, onehot = _masked_onehot(states, self.vocab_size)
+        return jnp.where(masked[..., None], self.table[idx], onehot)
+
+
+@dataclass(frozen=True, eq=False)
+class FunctionDenoiser:
+    """Wrap a JAX function ``fn(states (B, L)) -> (B, L, V)`` as a Denoiser (visible rows forced one-hot)."""
+
+    fn: Callable
+    vocab_size: int
+    length: int
+
+    def marginals(self, states) -> jax.Array:
+        states = jnp.asarray(states)
+        out = self.fn(states)
+        masked, onehot = _masked_onehot(states, self.vocab_size)
+        return jnp.where(masked[..., None], out, onehot)
+
+
+def check_denoiser(denoiser, vocab_size: int | None = None, length: int | None = None) -> None:
+    """Raise TypeError/ValueError if ``denoiser`` does not follow the Denoiser protocol or sizes."""
+    if not hasattr(denoiser, "marginals") or not callable(denoiser.marginals):
+        raise TypeError(f"a denoiser needs a `marginals(states) -> (B, L, V)` method; got {type(denoiser).__name__}.")
+    for name, want in (("vocab_size", vocab_size), ("length", length)):
+        have = getattr(denoiser, name, None)
+        if have is None:
+            raise TypeError(f"a denoiser needs a `{name}` attribute; {type(denoiser).__name__} has none.")
+        if want is not None and have != want:
+            raise ValueError(f"denoiser.{name} = {have} but {want} was asked for.")

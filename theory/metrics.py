@@ -1,0 +1,145 @@
+"""Quality of generated text, exactly from tables and as Monte-Carlo estimates with standard errors.
+
+Feng2025's metrics: log TER(p) = E_{x~p}[-log q(x)] / L (the log-perplexity of generated text scored by
+the true language; its optimum is log TER(q) = H(q) / L) and SER(p) = 1 - sum_{x: q(x) > 0} p(x) (the
+mass outside the support of q), plus a variant with a user-given correctness predicate.
+
+Exact functions take probability tables (V**L,); Monte-Carlo ones take per-sample values and return an
+:class:`Estimate` (mean, standard error = sample std / sqrt(n), n).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from ._checks import check_distribution
+from .joint import Joint
+from .states import all_sequences
+
+
+def _table(p, name) -> np.ndarray:
+    return check_distribution(np.asarray(p), name)
+
+
+def _xlogy(x, y):
+    return np.where(x > 0, x * np.log(np.where(y > 0, y, 1.0)), 0.0)
+
+
+def kl(p, q) -> float:
+    """KL(p || q) = sum p log(p / q) in nats for tables of equal shape; +inf if p puts mass where q = 0."""
+    p, q = _table(p, "p"), _table(q, "q")
+    if p.shape != q.shape:
+        raise ValueError(f"kl needs tables of equal shape, got {p.shape} and {q.shape}.")
+    if np.any((p > 0) & (q == 0)):
+        return float("inf")
+    return float(np.sum(_xlogy(p, p) - _xlogy(p, q)))
+
+
+def tv(p, q) -> float:
+    """Total variation distance 1/2 sum |p - q|."""
+    p, q = _table(p, "p"), _table(q, "q")
+    if p.shape != q.shape:
+        raise ValueError(f"tv needs tables of equal shape, got {p.shape} and {q.shape}.")
+    return float(0.5 * np.abs(p - q).sum())
+
+
+def log_ter(p, joint: Joint) -> float:
+    """Exact log TER(p) = -sum_x p(x) log q(x) / L (nats per token); +inf if p leaves q's support."""
+    p = _table(p, "p")
+    q = np.asarray(joint.probs)
+    if p.shape != q.shape:
+        raise ValueError(f"p must have shape {q.shape} (V**L of the joint), got {p.shape}.")
+    if np.any((p > 0) & (q == 0)):
+        return float("inf")
+    return float(-np.sum(_xlogy(p, q)) / joint.length)
+
+
+def sequence_error_rate(p, joint: Joint | None = None, *, correct: Callable | None = None,
+                        vocab_size: int | None = None, length: int | None = None) -> float:
+    """Exact SER: mass of p outside q's support, or (with ``correct``) mass where the predicate is False.
+
+    ``correct(sequences (M, L) int array) -> (M,) bool`` is evaluated on all V**L sequences.
+    """
+    p = _table(p, "p")
+    if correct is None:
+        if joint is None:
+            raise ValueError("sequence_error_rate needs a joint (support of q) or a correctness predicate.")
+        if p.shape != joint.probs.shape:
+            raise ValueError(f"p must have shape {joint.probs.shape}, got {p.shape}.")
+        return float(p[np.asarray(joint.probs) == 0].sum())
+    V = joint.vocab_size if joint is not None else vocab_size
+    L = joint.length if joint is not None else length
+    if V is None or L is None:
+        raise ValueError("with a predicate and no joint, pass vocab_size and length.")
+    ok = np.asarray(correct(all_sequences(V, L)), dtype=bool)
+    if ok.shape != p.shape:
+        raise ValueError(f"correct() must return one bool per sequence ({p.shape}), got {ok.shape}.")
+    return float(p[~ok].sum())
+
+
+ser = sequence_error_rate
+
+
+# ---- Monte Carlo -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Estimate:
+    """A Monte-Carlo mean with its standard error (sample std / sqrt(n))."""
+
+    mean: float
+    se: float
+    n: int
+
+    def ci95(self) -> tuple[float, float]:
+        return (self.mean - 1.959963984540054 * self.se, self.mean + 1.959963984540054 * self.se)
+
+    def as_dict(self, prefix: str = "") -> dict:
+        return {f"{prefix}mean": self.mean, f"{prefix}se": self.se, f"{prefix}n": self.n}
+
+
+def mean_se(values) -> Estimate:
+    """Estimate of E[values] with standard error; infinite values propagate (mean = se = inf)."""
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    n = v.size
+    if n < 2:
+        raise ValueError(f"a standard error needs at least 2 samples, got {n}.")
+    if not np.all(np.isfinite(v)):
+        return Estimate(float("inf"), float("inf"), n)
+    return Estimate(float(v.mean()), float(v.std(ddof=1) / np.sqrt(n)), n)
+
+
+def log_ter_mc(log_q, length: int) -> Estimate:
+    """log TER from per-sample log q(x) (num,): mean of -log q / L with its standard error."""
+    return mean_se(-np.asarray(log_q, dtype=np.float64) / length)
+
+
+def ser_mc(correct) -> Estimate:
+    """SER from per-sample correctness flags (num,) bool: mean of (not correct) with its standard error."""
+    c = np.asarray(correct)
+    if c.dtype != bool:
+        raise TypeError(f"ser_mc needs a boolean array of per-sample correctness, got {c.dtype}.")
+    return mean_se(~c)
+
+
+def kl_mc(log_p, log_q) -> Estimate:
+    """KL(p || q) from samples of p with their log p and log q: mean of log p - log q with its SE."""
+    return mean_se(np.asarray(log_p, dtype=np.float64) - np.asarray(log_q, dtype=np.float64))
+
+
+def empirical_law(tokens, vocab_size: int) -> np.ndarray:
+    """Histogram of sampled sequences (num, L) over V**L, normalised."""
+    t = np.asarray(tokens, dtype=np.int64)
+    L = t.shape[1]
+    idx = t @ (vocab_size ** np.arange(L - 1, -1, -1, dtype=np.int64))
+    return np.bincount(idx, minlength=vocab_size**L) / t.shape[0]
+
+
+def sample_metrics(tokens, joint: Joint, correct: Callable | None = None) -> pd.DataFrame:
+    """One-row DataFrame of log TER and SER (mean, se, n) for samples (num, L) scored by ``joint``."""
+    t = np.asarray(tokens, dtype=np.int64)
+    lq = np.asarray(joint.log_prob(t))
+    ok = np.isfinite(lq) if correct is None else np.asarray(correct(t), dtype=bool)
+    row = {**log_ter_mc(lq, joint.length).as_dict("log_ter_"), **ser_mc(ok).as_dict("ser_")}
+    return pd.DataFrame([row])

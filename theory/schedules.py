@@ -1,0 +1,218 @@
+"""Mask schedules alpha(t) and their discretisation into N sampling steps.
+
+Convention (the toolkit's; papers that differ are converted at their boundary): alpha(t) is the
+probability that a token is still clean at noise level t, alpha(0) = 1, alpha(1) = 0, non-increasing.
+Sampling runs t from 1 to 0 over N steps on the uniform grid t_j = j / N: step n (n = 1..N) goes
+from t = 1 - (n-1)/N to s = 1 - n/N.
+
+A schedule is a small frozen object owning ``alpha(t)`` and ``dalpha(t)`` (jax.numpy, traceable and
+differentiable); everything else here is derived from them.
+
+Two ways to reveal:
+
+* **fixed counts** (LLaDA-style): ``fixed_counts(schedule, N, L)`` gives integers k_1..k_N summing to
+  L, k_n = R_n - R_{n-1} with R_n = round(L * alpha(1 - n/N)) (round half up), R_0 = 0, R_N = L;
+* **Bernoulli** (MDLM/MD4 ancestral): ``reveal_probs(schedule, N)`` gives, for each step, the
+  probability that a still-masked token is revealed, (alpha_s - alpha_t) / (1 - alpha_t), defined as
+  1 where 1 - alpha_t = 0. The last step reveals every remaining token (probability 1).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import jax.scipy.special as jsp
+import numpy as np
+
+from ._checks import check_steps, check_vocab_length, require_x64
+
+_GRID = 2049
+
+
+@dataclass(frozen=True, eq=False)
+class Schedule:
+    """A mask schedule: ``alpha(t)`` (clean probability) and ``dalpha(t)``; ``name`` for tables/plots."""
+
+    alpha_fn: Callable
+    dalpha_fn: Callable
+    name: str
+    params: dict = field(default_factory=dict)
+
+    def alpha(self, t):
+        return self.alpha_fn(jnp.asarray(t, dtype=jnp.result_type(float)))
+
+    def dalpha(self, t):
+        return self.dalpha_fn(jnp.asarray(t, dtype=jnp.result_type(float)))
+
+    def __repr__(self) -> str:
+        ps = ", ".join(f"{k}={v}" for k, v in self.params.items())
+        return f"{self.name}({ps})"
+
+
+def validate(schedule: Schedule, tol: float = 1e-10) -> Schedule:
+    """Check alpha(0) = 1, alpha(1) = 0 and monotonicity on a fine grid; raise ValueError otherwise."""
+    require_x64("schedule validation")
+    t = np.linspace(0.0, 1.0, _GRID)
+    a = np.asarray(schedule.alpha(jnp.asarray(t)), dtype=np.float64)
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"schedule {schedule} gives non-finite alpha(t) on [0, 1].")
+    if abs(a[0] - 1.0) > tol or abs(a[-1]) > tol:
+        raise ValueError(
+            f"schedule {schedule} must have alpha(0) = 1 and alpha(1) = 0 (got {a[0]:.6g}, {a[-1]:.6g}); "
+            f"rescale it as (alpha(t) - alpha(1)) / (alpha(0) - alpha(1))."
+        )
+    d = np.diff(a)
+    if np.any(d > tol):
+        i = int(np.argmax(d))
+        raise ValueError(
+            f"schedule {schedule} is not non-increasing: alpha rises from {a[i]:.6g} at t={t[i]:.4f} to "
+            f"{a[i + 1]:.6g} at t={t[i + 1]:.4f}. alpha(t) is the clean probability and must not increase."
+        )
+    if np.any(a < -tol) or np.any(a > 1 + tol):
+        raise ValueError(f"schedule {schedule} leaves [0, 1].")
+    return schedule
+
+
+def from_function(alpha: Callable, dalpha: Callable | None = None, name: str = "custom", **params) -> Schedule:
+    """A user schedule from a jax.numpy function alpha(t); dalpha defaults to ``jax.grad`` (vmapped). Validated."""
+    if dalpha is None:
+        g = jax.grad(lambda s: jnp.asarray(alpha(s)).sum())
+
+        def dalpha(t):
+            t = jnp.asarray(t)
+            return jnp.vectorize(g)(t)
+
+    return validate(Schedule(alpha, dalpha, name, dict(params)))
+
+
+def linear() -> Schedule:
+    """alpha(t) = 1 - t (MDLM/MD4 linear)."""
+    return Schedule(lambda t: 1.0 - t, lambda t: -jnp.ones_like(t), "linear")
+
+
+def cosine() -> Schedule:
+    """alpha(t) = 1 - sin(pi t / 2) (MD4's "cosine": 1 - cos(pi/2 (1 - t))). alpha(1/2) = 1 - sqrt(2)/2."""
+    return Schedule(lambda t: 1.0 - jnp.sin(jnp.pi * t / 2), lambda t: -(jnp.pi / 2) * jnp.cos(jnp.pi * t / 2), "cosine")
+
+
+def cosine_squared() -> Schedule:
+    """alpha(t) = cos^2(pi t / 2): the Fisher-Rao / energy-optimal schedule for a linear weight (Chen2025, Zhang & Syed 2025). alpha(1/2) = 1/2."""
+    return Schedule(
+        lambda t: jnp.cos(jnp.pi * t / 2) ** 2,
+        lambda t: -(jnp.pi / 2) * jnp.sin(jnp.pi * t),
+        "cosine_squared",
+    )
+
+
+def polynomial(power: float) -> Schedule:
+    """alpha(t) = 1 - t**power (MD4 "poly"); power > 0. power = 1 is linear."""
+    if not power > 0:
+        raise ValueError(f"polynomial schedule needs power > 0, got {power}.")
+    p = float(power)
+    return Schedule(lambda t: 1.0 - t**p, lambda t: -p * t ** (p - 1.0), "polynomial", {"power": p})
+
+
+def geometric(sigma_min: float = 1e-4, sigma_max: float = 20.0) -> Schedule:
+    """Geometric noise sigma(t) = sigma_min**(1-t) sigma_max**t, alpha_raw = exp(-sigma(t)), rescaled to
+    alpha(t) = (alpha_raw(t) - alpha_raw(1)) / (alpha_raw(0) - alpha_raw(1)) so that alpha(0)=1, alpha(1)=0
+    exactly (MD4's geometric schedule, normalised: the toolkit starts sampling from the all-mask state)."""
+    if not (0 < sigma_min < sigma_max):
+        raise ValueError(f"geometric schedule needs 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}.")
+    lo, hi = float(sigma_min), float(sigma_max)
+    a0, a1 = np.exp(-lo), np.exp(-hi)
+    scale = a0 - a1
+
+    def sig(t):
+        return lo ** (1.0 - t) * hi**t
+
+    def alpha(t):
+        return (jnp.exp(-sig(t)) - a1) / scale
+
+    def dalpha(t):
+        s = sig(t)
+        return -jnp.exp(-s) * s * np.log(hi / lo) / scale
+
+    return Schedule(alpha, dalpha, "geometric", {"sigma_min": lo, "sigma_max": hi})
+
+
+def _check_ab(a, b):
+    if not (a > 0 and b > 0):
+        raise ValueError(f"Beta parameters must be > 0, got a={a}, b={b}.")
+    return float(a), float(b)
+
+
+def _beta_pdf(t, a, b):
+    return jnp.exp((a - 1) * jnp.log(t) + (b - 1) * jnp.log1p(-t) - (jsp.gammaln(a) + jsp.gammaln(b) - jsp.gammaln(a + b)))
+
+
+def beta_cdf(a: float, b: float) -> Schedule:
+    """alpha(t) = 1 - I_t(a, b): the masked fraction follows the Beta(a, b) CDF. Beta(1, 1) is linear."""
+    a, b = _check_ab(a, b)
+    return Schedule(lambda t: 1.0 - jsp.betainc(a, b, t), lambda t: -_beta_pdf(t, a, b), "beta_cdf", {"a": a, "b": b})
+
+
+def sin2_beta(a: float, b: float) -> Schedule:
+    """Chen2025's energy-optimal Beta schedules, converted to the toolkit's time.
+
+    Chen2025 (Sec. on Beta schedules) runs time tau from mask (0) to data (1) with
+    alpha_C(tau) = sin^2((pi/2) I_tau(a, b)). With t = 1 - tau: alpha(t) = sin^2((pi/2) I_{1-t}(a, b)).
+    Beta(0.5, 0.5) gives linear alpha(t) = 1 - t; Beta(1, 1) gives cos^2(pi t / 2).
+    """
+    a, b = _check_ab(a, b)
+
+    def alpha(t):
+        return jnp.sin(jnp.pi / 2 * jsp.betainc(a, b, 1.0 - t)) ** 2
+
+    def dalpha(t):
+        g = jsp.betainc(a, b, 1.0 - t)
+        return -(jnp.pi / 2) * jnp.sin(jnp.pi * g) * _beta_pdf(1.0 - t, a, b)
+
+    return Schedule(alpha, dalpha, "sin2_beta", {"a": a, "b": b})
+
+
+# ---- discretisation ---------------------------------------------------------------------------
+def step_times(steps: int) -> np.ndarray:
+    """Grid 1 = t_N > ... > t_0 = 0 in sampling order: array [1, 1 - 1/N, ..., 0] of length N + 1."""
+    N = check_steps(steps)
+    return 1.0 - np.arange(N + 1) / N
+
+
+def alphas_on_grid(schedule: Schedule, steps: int) -> np.ndarray:
+    """alpha at the N + 1 grid times in sampling order (starts at alpha(1) = 0, ends at alpha(0) = 1)."""
+    require_x64("schedule discretisation")
+    validate(schedule)
+    a = np.array(schedule.alpha(jnp.asarray(step_times(steps))), dtype=np.float64)
+    a[0], a[-1] = 0.0, 1.0
+    return np.maximum.accumulate(np.clip(a, 0.0, 1.0))
+
+
+def fixed_counts(schedule: Schedule, steps: int, length: int) -> np.ndarray:
+    """Tokens revealed per step, k_1..k_N (int64, sum L): k_n = round(L alpha_{s_n}) - round(L alpha_{t_n})."""
+    _, L = check_vocab_length(2, length)
+    a = alphas_on_grid(schedule, steps)
+    R = np.floor(L * a + 0.5 + 1e-9).astype(np.int64)
+    R[0], R[-1] = 0, L
+    R = np.maximum.accumulate(R)
+    return np.diff(R)
+
+
+def reveal_probs(schedule: Schedule, steps: int) -> np.ndarray:
+    """Per-step Bernoulli reveal probability of a masked token, (alpha_s - alpha_t)/(1 - alpha_t), shape (N,)."""
+    a = alphas_on_grid(schedule, steps)
+    at, as_ = a[:-1], a[1:]
+    den = 1.0 - at
+    p = np.where(den > 0, (as_ - at) / np.where(den > 0, den, 1.0), 1.0)
+    p[-1] = 1.0
+    return np.clip(p, 0.0, 1.0)
+
+
+def check_counts(counts, length: int) -> np.ndarray:
+    """Validate user-given per-step counts: non-negative ints summing to L."""
+    c = np.asarray(counts)
+    if c.ndim != 1 or c.size < 1 or c.dtype.kind not in "iu":
+        raise ValueError(f"counts must be a 1-D sequence of ints (one per step), got {counts!r}.")
+    if np.any(c < 0) or int(c.sum()) != length:
+        raise ValueError(f"counts must be >= 0 and sum to the length L = {length}; got {c.tolist()} (sum {int(c.sum())}).")
+    return c.astype(np.int64)
