@@ -1,8 +1,6 @@
 """Test configuration: float64 JAX, hypothesis profile, shared helpers."""
 import os
 
-os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
-
 import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
