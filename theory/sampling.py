@@ -118,29 +118,44 @@ def _step_rows(policy, plan: _Plan, n: int, states: np.ndarray, marg: np.ndarray
     return par[p2], sub, w[p2] * w2
 
 
+def value_combos(vocab_size: int, size: int) -> np.ndarray:
+    """All V**s value assignments of s revealed positions, shape (V**s, s), row-major."""
+    return np.stack(np.meshgrid(*[np.arange(vocab_size)] * size, indexing="ij"), -1).reshape(-1, size)
+
+
+def reveal_children(parent_idx, positions, vocab_size: int, length: int):
+    """Indices in (V+1)**L of the V**s children of masked states ``parent_idx`` (R,) when the masked
+    ``positions`` (R, s) are revealed; returns (children (R, V**s), combos (V**s, s))."""
+    V = vocab_size
+    st = strides(V + 1, length)
+    s = positions.shape[1]
+    combos = value_combos(V, s)
+    base = parent_idx - V * st[positions].sum(1)  # the revealed positions set to token 0
+    child = base[:, None] + (combos[None, :, :] * st[positions][:, None, :]).sum(-1)  # (R, V**s)
+    return child, combos
+
+
 def _fill(idx, prob, marg, parent, subsets, weights, V, L, values, cyl):
     """Expand reveal sets into child states; returns list of (child_idx, child_prob)."""
-    st = strides(V + 1, L)
     sizes = subsets.sum(1)
     out = []
     for s in np.unique(sizes):
+        s = int(s)
         rows = np.nonzero(sizes == s)[0]
         if s == 0:
             out.append((idx[parent[rows]], prob[parent[rows]] * weights[rows]))
             continue
-        per = max(1, _CHUNK // (V ** int(s)))
-        combos = np.stack(np.meshgrid(*[np.arange(V)] * int(s), indexing="ij"), -1).reshape(-1, int(s))  # (V**s, s)
+        per = max(1, _CHUNK // (V**s))
         for a in range(0, len(rows), per):
             r = rows[a:a + per]
-            pos = np.nonzero(subsets[r])[1].reshape(len(r), int(s))  # (R, s)
+            pos = np.nonzero(subsets[r])[1].reshape(len(r), s)  # (R, s)
             par = parent[r]
-            base = idx[par] - V * st[pos].sum(1)  # state index with the revealed positions zeroed
-            child = base[:, None] + (combos[None, :, :] * st[pos][:, None, :]).sum(-1)  # (R, V**s)
+            child, combos = reveal_children(idx[par], pos, V, L)  # (R, V**s)
             w = prob[par] * weights[r]  # (R,)
             if values == "independent":
                 m = marg[par[:, None], pos]  # (R, s, V)
                 pv = np.ones((len(r), combos.shape[0]))
-                for j in range(int(s)):
+                for j in range(s):
                     pv *= m[:, j, :][:, combos[:, j]]
                 cw = w[:, None] * pv
             else:  # joint: q(x_S = v | z) = C[child] / C[z]
