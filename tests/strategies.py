@@ -70,3 +70,18 @@ def value_blind_policies(draw, length: int):
 
 
 any_proxy = st.sampled_from(list(policies.PROXIES))
+
+
+# --- issue 4: Feng2025 -------------------------------------------------------------------------------
+@st.composite
+def entropy_ngrams(draw, max_states: int = 4**5):
+    """A random full-support n-gram (order 2 or 3) with a controlled entropy rate, small enough to enumerate."""
+    V = draw(st.sampled_from([2, 3]))
+    order = draw(st.sampled_from([2, 3]))
+    Lmax = order
+    while (V + 1) ** (Lmax + 1) <= max_states:
+        Lmax += 1
+    L = draw(st.integers(order, max(order, Lmax)))
+    frac = draw(st.sampled_from([0.2, 0.5, 0.8]))
+    init = draw(st.sampled_from(["stationary", "uniform"]))
+    return languages.entropy_ngram(jax.random.PRNGKey(draw(seeds)), V, order, L, frac * float(np.log(V)), init=init)

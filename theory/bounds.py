@@ -105,29 +105,32 @@ def copy_pairs_ser_fixed(length: int, counts) -> float:
     if k.ndim != 1 or k.size < 1 or k.dtype.kind not in "iu" or np.any(k < 0) or int(k.sum()) != L:
         raise ValueError(f"counts must be non-negative ints summing to L = {L}, got {np.asarray(counts).tolist()}.")
     m = L // 2
-    f = np.zeros(m + 1)  # f[u] = E[2^{-C so far}; u untouched]
-    f[m] = 1.0
+    W = np.zeros(m + 1)  # W[u] = E[2^{-C so far}; u untouched]
+    G = np.zeros(m + 1)  # G[u] = E[1 - 2^{-C so far}; u untouched] (kept apart: exactly 0 without collisions)
+    W[m] = 1.0
     R = 0
     for ks in k.tolist():
         if ks == 0:
             continue
-        u = np.nonzero(f > 0)[0]  # reachable states only
+        u = np.nonzero((W > 0) | (G > 0))[0]  # reachable states only
         o = L - 2 * u - R  # half-open blocks per state
-        fu = f[u]
-        new = np.zeros(m + 1)
+        Wu, Gu = W[u], G[u]
+        W, G = np.zeros(m + 1), np.zeros(m + 1)
         tot = _log_comb(2 * u + o, ks)  # (S,)
         a = np.arange(ks + 1)[None, :]  # (1, ks+1)
         for c in range(ks // 2 + 1):
             b = ks - 2 * c - a  # (1, ks+1)
-            lw = (_log_comb(u[:, None], c) + _log_comb(u[:, None] - c, a) + a * np.log(2.0)
-                  + _log_comb(o[:, None], b) - tot[:, None] - c * np.log(2.0))  # (S, ks+1)
-            w = np.exp(lw) * fu[:, None]
-            dest = u[:, None] - c - a
-            ok = w > 0
-            new += np.bincount(dest[ok], weights=w[ok], minlength=m + 1)
-        f = new
+            lp = (_log_comb(u[:, None], c) + _log_comb(u[:, None] - c, a) + a * np.log(2.0)
+                  + _log_comb(o[:, None], b) - tot[:, None])  # (S, ks+1) log transition probability
+            tp = np.exp(lp)
+            ok = tp > 0
+            dest = (u[:, None] - c - a)[ok]
+            # 1 - 2^{-(C+c)} = (1 - 2^{-C}) + 2^{-C} (1 - 2^{-c})
+            W += np.bincount(dest, weights=(tp * Wu[:, None] * 2.0**-c)[ok], minlength=m + 1)
+            g = tp * (Gu[:, None] + Wu[:, None] * (1.0 - 2.0**-c))
+            G += np.bincount(dest, weights=g[ok], minlength=m + 1)
         R += ks
-    return float(1.0 - f[0])
+    return float(G[0])
 
 
 def copy_pairs_min_steps_linear(length: int, delta: float) -> int:
@@ -235,7 +238,7 @@ def _window_marginal(p_table: np.ndarray, V: int, L: int, pos) -> np.ndarray:
     return t.sum(axis=other).reshape(-1)  # positions in increasing order, row-major
 
 
-def ter_gap_locality_bound(p, lang) -> dict:
+def ter_gap_locality_bound(p, lang, reference=None) -> dict:
     """[ours; the locality behind Feng2025's TER theorem] |log TER(p) - log TER(q)| <= (1/L) Σ_w R_w TV(p_w, q_w).
 
     For an n-gram, -log q(x) = Σ_w phi_w(x_w) with local terms over windows w (the first n-1 tokens with
@@ -246,19 +249,22 @@ def ter_gap_locality_bound(p, lang) -> dict:
     only window marginals, so it stays flat in L when the sampler's local errors do (Feng2025's claim).
 
     ``p``: a table (V**L,) (e.g. ``exact_law(...).probs``); ``lang``: a :class:`synthetic.languages.NGram`.
-    Returns dict(ter_gap (exact), bound, window_tv (array), window_range (array)).
+    ``reference``: compare with another table r instead of q (the same argument bounds
+    |E_p[-log q] - E_r[-log q]| / L, e.g. the TER move caused by a learning error, p = p~_N, r = p_N).
+    Returns dict(ter_gap (exact, (E_p - E_r)[-log q] / L), bound, window_tv (array), window_range (array)).
     """
     require_x64("ter_gap_locality_bound")
     V, L = lang.vocab_size, lang.length
     q = np.asarray(lang.joint().probs)
     p = np.asarray(p, dtype=np.float64)
-    if p.shape != q.shape:
-        raise ValueError(f"p must be a table over V**L = {q.size} sequences, got shape {p.shape}.")
+    r = q if reference is None else np.asarray(reference, dtype=np.float64)
+    if p.shape != q.shape or r.shape != q.shape:
+        raise ValueError(f"p and reference must be tables over V**L = {q.size} sequences, got {p.shape}, {r.shape}.")
     bound, tvs, ranges = 0.0, [], []
     for pos, logt in _ngram_window_logs(lang):
-        pw, qw = _window_marginal(p, V, L, pos), _window_marginal(q, V, L, pos)
-        tv = 0.5 * float(np.abs(pw - qw).sum())
-        if np.any((pw > 0) & (qw == 0)):
+        pw, rw, qw = (_window_marginal(t, V, L, pos) for t in (p, r, q))
+        tv = 0.5 * float(np.abs(pw - rw).sum())
+        if np.any(((pw > 0) | (rw > 0)) & (qw == 0)):
             rng = float("inf")
         else:
             sup = qw > 0
@@ -269,5 +275,5 @@ def ter_gap_locality_bound(p, lang) -> dict:
     with np.errstate(divide="ignore", invalid="ignore"):
         lq = np.where(q > 0, np.log(np.where(q > 0, q, 1.0)), -np.inf)
         ce = float(-np.sum(np.where(p > 0, p * lq, 0.0))) if not np.any((p > 0) & (q == 0)) else float("inf")
-    Hq = float(-np.sum(np.where(q > 0, q * lq, 0.0)))
-    return {"ter_gap": (ce - Hq) / L, "bound": bound / L, "window_tv": np.array(tvs), "window_range": np.array(ranges)}
+        Hr = float(-np.sum(np.where(r > 0, r * lq, 0.0))) if not np.any((r > 0) & (q == 0)) else float("inf")
+    return {"ter_gap": (ce - Hr) / L, "bound": bound / L, "window_tv": np.array(tvs), "window_range": np.array(ranges)}
