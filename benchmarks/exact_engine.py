@@ -37,13 +37,16 @@ t = time.perf_counter(); C = cylinder_sums(q); C.block_until_ready(); out["cylin
 if what == "table":
     t = time.perf_counter(); T = exact_denoiser(q).table(); T.block_until_ready(); out["table_s"] = time.perf_counter() - t
 elif what == "law":
-    exact_law(languages.dirichlet(jax.random.PRNGKey(1), V, min(L, 3), 0.5), None, 2)  # warm the jitted helpers
-    t = time.perf_counter(); law = exact_law(q, None, 4); out["law_s"] = time.perf_counter() - t
+    t = time.perf_counter(); law = exact_law(q, None, 4); out["law_cold_s"] = time.perf_counter() - t
+    if out["law_cold_s"] < 30:  # second call: jitted helpers already compiled for these shapes
+        t = time.perf_counter(); law = exact_law(q, None, 4); out["law_s"] = time.perf_counter() - t
+    else:
+        out["law_s"] = out["law_cold_s"]
     out["law_sum"] = float(law.probs.sum())
 elif what == "reference":
     counts = schedules.fixed_counts(schedules.linear(), 4, L)
     t = time.perf_counter(); ref = reference_law(np.asarray(q.probs), V, L, counts=counts); out["reference_s"] = time.perf_counter() - t
-    exact_law(q, None, 4)
+    exact_law(q, None, 4)  # compile first: the comparison is of warm runs
     t = time.perf_counter(); law = exact_law(q, None, 4); out["law_s"] = time.perf_counter() - t
     out["max_abs_diff"] = float(np.max(np.abs(ref - np.asarray(law.probs))))
 out["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
@@ -70,8 +73,8 @@ def main():
     ap.add_argument("--vocab", type=int, nargs="+", default=[2, 3, 4])
     args = ap.parse_args()
     print(f"# machine: {platform.machine()}, {os.cpu_count()} cpus, python {platform.python_version()}")
-    print("| V | L | (V+1)^L states | cylinder s | table s | exact_law N=4 s | peak RSS GiB (law) |")
-    print("|---|---|---|---|---|---|---|")
+    print("| V | L | (V+1)^L states | cylinder s | table s | exact_law N=4, first call s | warm s | peak RSS GiB (law) |")
+    print("|---|---|---|---|---|---|---|---|")
     for V in args.vocab:
         L = 2
         while True:
@@ -83,10 +86,10 @@ def main():
             tab = child(V, L, "table", args.max_seconds) if table_gib < args.max_gib / 2 else None
             law = child(V, L, "law", args.max_seconds * 3)
             if law is None or "error" in law:
-                print(f"| {V} | {L} | {states} | - | - | > {args.max_seconds * 3:.0f} s or error {law} | - |")
+                print(f"| {V} | {L} | {states} | - | - | > {args.max_seconds * 3:.0f} s or error {law} | - | - |")
                 break
             ts = f"{tab['table_s']:.3g}" if tab and "table_s" in tab else "skipped"
-            print(f"| {V} | {L} | {states:,} | {law['cylinder_s']:.3g} | {ts} | {law['law_s']:.3g} | {law['peak_rss_gib']:.2f} |", flush=True)
+            print(f"| {V} | {L} | {states:,} | {law['cylinder_s']:.3g} | {ts} | {law['law_cold_s']:.3g} | {law['law_s']:.3g} | {law['peak_rss_gib']:.2f} |", flush=True)
             if law["law_s"] > args.max_seconds:
                 break
             L += 1
