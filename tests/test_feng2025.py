@@ -248,3 +248,12 @@ def test_ngram_mc_matches_exact_with_markov_engine():
         e = sl.exact_metrics(lang, N)
         m = sl.mc_metrics(jax.random.PRNGKey(N), lang, N, num=2000)
         assert abs(m["ter_gap"] - e["ter_gap"]) <= 4 * m["ter_gap_se"]
+
+
+@settings(max_examples=15)
+@given(sched=schedules_st, N=st.integers(1, 40))
+def test_unconditional_reveal_probs_are_alpha_increments(sched, N):
+    """pi_s = r_s prod_{u<s}(1 - r_u) telescopes to alpha(s_s) - alpha(t_s) (docstring derivation)."""
+    pi = B.unconditional_reveal_probs(S.reveal_probs(sched, N))
+    assert_close(pi, np.diff(S.alphas_on_grid(sched, N)), rtol=0, atol=1e-12)
+    assert abs(pi.sum() - 1) <= 1e-12
