@@ -141,50 +141,76 @@ class MarkovDenoiser:
     def marginals(self, states) -> jax.Array:
         return _markov_marginals_jit(self.left, self.right, jnp.asarray(states), self.vocab_size)
 
+    def marginals_at(self, states, positions) -> jax.Array:
+        """Conditionals at ``positions`` (B, K) only -> (B, K, V); O(B K V) plus O(B L) integer work."""
+        return _markov_marginals_at_jit(self.left, self.right, jnp.asarray(states), jnp.asarray(positions),
+                                        self.vocab_size)
 
-def _neighbours(vis):
-    """Nearest visible position strictly left / right of each position: (B, L) ints, -1 / L if none."""
-    B, L = vis.shape
-    pos = jnp.arange(L, dtype=jnp.int32)
-    le = jax.lax.cummax(jnp.where(vis, pos, -1), axis=1)  # nearest visible at or left of i
-    ri = jax.lax.cummin(jnp.where(vis, pos, L), axis=1, reverse=True)  # at or right of i
-    lstrict = jnp.concatenate([jnp.full((B, 1), -1, jnp.int32), le[:, :-1]], axis=1)
-    rstrict = jnp.concatenate([ri[:, 1:], jnp.full((B, 1), L, jnp.int32)], axis=1)
+
+def _neighbours_t(vt):
+    """Nearest visible position strictly before / after each position, in the transposed layout.
+
+    ``vt`` (L, B) bool (True = visible) -> (L, B) int32 arrays, -1 / L where there is none. Cumulative
+    max/min by ``associative_scan`` over the leading axis (XLA's CPU ``cummax`` is quadratic in L, and
+    scanning the minor axis is several times slower than the major one).
+    """
+    L, B = vt.shape
+    pos = jnp.arange(L, dtype=jnp.int32)[:, None]
+    le = jax.lax.associative_scan(jnp.maximum, jnp.where(vt, pos, -1), axis=0)  # nearest visible at or before i
+    ri = jax.lax.associative_scan(jnp.minimum, jnp.where(vt, pos, L), axis=0, reverse=True)  # at or after i
+    lstrict = jnp.concatenate([jnp.full((1, B), -1, jnp.int32), le[:-1]], axis=0)
+    rstrict = jnp.concatenate([ri[1:], jnp.full((1, B), L, jnp.int32)], axis=0)
     return lstrict, rstrict
 
 
-def _markov_core(left, right, states, V):
-    """Shared by marginals and log_marginal: (lf (B,L,V), rt (B,L,V), vis, tok)."""
-    states = states.astype(jnp.int32)
-    B, L = states.shape
-    vis = states != V
-    tok = jnp.where(vis, states, 0)  # (B, L)
-    a, b = _neighbours(vis)  # (B, L)
-    pos = jnp.arange(L, dtype=jnp.int32)[None, :]
-    xa = jnp.take_along_axis(tok, jnp.maximum(a, 0), axis=1)
-    xb = jnp.take_along_axis(tok, jnp.minimum(b, L - 1), axis=1)
-    lrow = jnp.where(a >= 0, (pos - a) * V + xa, (L + 1) * V + pos)  # (B, L)
-    rrow = jnp.where(b < L, (b - pos) * V + xb, (L + 1) * V)  # (B, L)
-    lf = left[lrow]  # (B, L, V): q(x_i = . | nearest visible on the left) (or marginal)
-    rt = right[rrow]  # (B, L, V): q(x_b | x_i = .) (or 1)
-    return lf, rt, vis, tok
+def _markov_at(left, right, states, positions, V):
+    """Shared by marginals_at and log_marginal.
+
+    Returns lf, rt (B, K, V): the left factor q(x_p = . | nearest visible token left of p) (the
+    marginal m_p if none) and the right factor q(x_b | x_p = .) (1 if none) at ``positions`` (B, K);
+    vis_p, tok_p (B, K): visibility and token at the positions; fac (L, B): the left factor of the
+    token actually at every visible position j (so q(visible part) = prod_j fac[j]).
+    """
+    L = states.shape[1]
+    st = states.astype(jnp.int32).T  # (L, B): positions on the major axis
+    B = st.shape[1]
+    vt = st != V
+    tok = jnp.where(vt, st, 0)  # (L, B)
+    cols = jnp.arange(B)[None, :]
+    a_all, b_all = _neighbours_t(vt)  # (L, B)
+
+    def lrow(p, a):  # p, a: (M, B) positions and their left neighbours
+        xa = tok[jnp.maximum(a, 0), cols]
+        return jnp.where(a >= 0, (p - a) * V + xa, (L + 1) * V + p)
+
+    def rrow(p, b):
+        xb = tok[jnp.minimum(b, L - 1), cols]
+        return jnp.where(b < L, (b - p) * V + xb, (L + 1) * V)
+
+    pos_all = jnp.broadcast_to(jnp.arange(L, dtype=jnp.int32)[:, None], (L, B))
+    fac = left.reshape(-1)[lrow(pos_all, a_all) * V + tok]  # (L, B) scalar gathers
+    p = positions.astype(jnp.int32).T  # (K, B)
+    lf = left[lrow(p, a_all[p, cols])]  # (K, B, V)
+    rt = right[rrow(p, b_all[p, cols])]  # (K, B, V)
+    return (jnp.swapaxes(lf, 0, 1), jnp.swapaxes(rt, 0, 1), vt[p, cols].T, tok[p, cols].T, vt, fac)
 
 
-def _markov_marginals(left, right, states, V):
-    return _markov_marginals_impl(left, right, states, V)
-
-
-def _markov_marginals_impl(left, right, states, V):
-    lf, rt, vis, tok = _markov_core(left, right, states, V)
+def _markov_marginals_at_impl(left, right, states, positions, V):
+    lf, rt, vis_p, tok_p, vt, fac = _markov_at(left, right, states, positions, V)
     # the state is possible iff every visible token has positive probability given its left neighbour
-    fac = jnp.take_along_axis(lf, tok[..., None], axis=2)[..., 0]  # (B, L)
-    ok = jnp.all(jnp.where(vis, fac > 0, True), axis=1)  # (B,)
-    num = lf * rt  # (B, L, V)
+    ok = jnp.all(jnp.where(vt, fac > 0, True), axis=0)  # (B,)
+    num = lf * rt  # (B, K, V)
     den = jnp.sum(num, axis=-1, keepdims=True)
     good = ok[:, None, None] & (den > 0)
     cond = jnp.where(good, num / jnp.where(good, den, 1.0), 1.0 / V)
-    onehot = jax.nn.one_hot(tok, V, dtype=jnp.float64)
-    return jnp.where(vis[..., None], onehot, cond)
+    onehot = jax.nn.one_hot(tok_p, V, dtype=jnp.float64)
+    return jnp.where(vis_p[..., None], onehot, cond)
+
+
+def _markov_marginals_impl(left, right, states, V):
+    B, L = states.shape
+    pos = jnp.broadcast_to(jnp.arange(L, dtype=jnp.int32), (B, L))
+    return _markov_marginals_at_impl(left, right, states, pos, V)
 
 
 def _markov_denoiser(lang: MarkovChain) -> MarkovDenoiser:
@@ -303,6 +329,7 @@ def _fb(d: ChainDenoiser, states):
 
 
 _markov_marginals_jit = jax.jit(_markov_marginals_impl, static_argnums=3)
+_markov_marginals_at_jit = jax.jit(_markov_marginals_at_impl, static_argnums=4)
 _fb_jit = jax.jit(_fb, static_argnums=0)
 
 
@@ -350,9 +377,8 @@ def log_marginal(lang, states) -> jax.Array:
 
 @jax.jit(static_argnums=3)
 def _markov_log_marginal(left, right, states, V):
-    lf, _, vis, tok = _markov_core(left, right, states, V)
-    fac = jnp.take_along_axis(lf, tok[..., None], axis=2)[..., 0]  # (B, L)
-    return jnp.sum(jnp.where(vis, _safe_log(fac), 0.0), axis=1)
+    *_, vt, fac = _markov_at(left, right, states, jnp.zeros((states.shape[0], 1), jnp.int32), V)
+    return jnp.sum(jnp.where(vt, _safe_log(fac), 0.0), axis=0)
 
 
 def log_prob(lang, tokens) -> jax.Array:
