@@ -240,7 +240,7 @@ class ChainDenoiser:
     trans: jax.Array
 
     def marginals(self, states) -> jax.Array:
-        return _fb_jit(self, jnp.asarray(states))[0]
+        return _fb_jit(self.init, self.emit, self.trans, jnp.asarray(states), self.kind, self.order)[0]
 
 
 def _chain_denoiser(lang) -> ChainDenoiser:
@@ -284,9 +284,10 @@ def _norm(x):
     return x / jnp.where(s > 0, s, 1.0), s[..., 0]
 
 
-def _fb(d: ChainDenoiser, states):
+def _fb(init, emit, trans, states, kind, order):
     """Scaled forward–backward. Returns (marginals (B, L, V), log q(visible part) (B,))."""
-    V, L = d.vocab_size, d.length
+    V, L = emit.shape[2], states.shape[1]
+    d = ChainDenoiser(V, L, kind, order, init, emit, trans)
     K = d.emit.shape[0]
     states = states.astype(jnp.int32)
     B = states.shape[0]
@@ -330,7 +331,7 @@ def _fb(d: ChainDenoiser, states):
 
 _markov_marginals_jit = jax.jit(_markov_marginals_impl, static_argnums=3)
 _markov_marginals_at_jit = jax.jit(_markov_marginals_at_impl, static_argnums=4)
-_fb_jit = jax.jit(_fb, static_argnums=0)
+_fb_jit = jax.jit(_fb, static_argnames=("kind", "order"))
 
 
 # ---- public API -------------------------------------------------------------------------------------
@@ -360,7 +361,7 @@ def conditionals(lang, states) -> jax.Array:
     z = jnp.asarray(check_states(states, lang.vocab_size, lang.length))
     if isinstance(d, MarkovDenoiser):
         return _markov_marginals_jit(d.left, d.right, z, d.vocab_size)
-    return _fb_jit(d, z)[0]
+    return d.marginals(z)
 
 
 def log_marginal(lang, states) -> jax.Array:
@@ -372,7 +373,7 @@ def log_marginal(lang, states) -> jax.Array:
     z = jnp.asarray(check_states(states, lang.vocab_size, lang.length))
     if isinstance(d, MarkovDenoiser):
         return _markov_log_marginal(d.left, d.right, z, d.vocab_size)
-    return _fb_jit(d, z)[1]
+    return _fb_jit(d.init, d.emit, d.trans, z, d.kind, d.order)[1]
 
 
 @jax.jit(static_argnums=3)
@@ -390,7 +391,8 @@ def log_prob(lang, tokens) -> jax.Array:
         return _markov_log_prob(jnp.asarray(lang.init), jnp.asarray(lang.trans), x)
     if isinstance(lang, NGram):
         return _ngram_log_prob(jnp.asarray(lang.init), jnp.asarray(lang.cond), x)
-    return _fb_jit(denoiser(lang), x)[1]
+    d = denoiser(lang)
+    return _fb_jit(d.init, d.emit, d.trans, x, d.kind, d.order)[1]
 
 
 @jax.jit
