@@ -14,8 +14,11 @@ q(x_i = v | all visible tokens) at every masked position (one-hot at visible pos
   m_i = init P^i precomputed, a masked position i with nearest visible neighbours a < i < b has
   q(x_i = v | z) ∝ P^{i-a}[x_a, v] P^{b-i}[v, x_b]  (m_i[v] in place of the first factor when there is
   no visible token on the left, 1 in place of the second when there is none on the right). The
-  neighbours come from a cumulative max/min over positions, so a whole batch is O(B L V), fully
-  parallel, no loop over positions.
+  neighbours come from bit tricks on the visibility mask packed into 32-bit words (no loop over
+  positions), so a whole batch is O(B L V), fully parallel; ``marginals_at(states, positions)`` gives
+  the conditionals at K positions only, in O(B (L/32 + K V)) plus one packing pass — what the core
+  sampler's fast path asks for. Whether the visible tokens are possible at all (else: uniform) needs
+  one O(B L) pass, skipped for chains with all-positive init and transitions (``positive``).
 * **n-gram and HMM** (:class:`ChainDenoiser`): scaled forward–backward (``lax.scan`` over positions)
   on a hidden chain: the HMM's hidden states, or for an order-n n-gram the (n-1)-tuples of the last
   tokens (S = V**(n-1) states, with the tuple transition applied in O(V**n) per position rather than
@@ -127,7 +130,9 @@ def position_marginals(init: np.ndarray, trans: np.ndarray, length: int) -> np.n
 
 @dataclass(frozen=True, eq=False)
 class MarkovDenoiser:
-    """Exact conditionals of a first-order Markov chain (see module docstring). O(B L V) per call.
+    """Exact conditionals of a first-order Markov chain (see module docstring).
+
+    ``marginals`` costs O(B L V); ``marginals_at`` (K positions) O(B (L + K V)) with a small constant.
 
     ``left`` (R_l, V): rows P^d[a, :] at row d*V + a, then the marginals m_i at row (L+1)*V + i.
     ``right`` (R_r, V): rows P^d[:, b] at row d*V + b, then a row of ones (no right neighbour).

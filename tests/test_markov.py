@@ -278,3 +278,19 @@ def test_bad_input_raises():
         markov.sample(lang, jax.random.PRNGKey(0), 0)
     with pytest.raises(ValueError, match="log_q"):
         markov.estimates(pd.DataFrame({"x": [1, 2]}), lang)
+
+
+# ---- the core sampler's fast path (issue 3 changes to theory/policies.py, theory/sampling.py) ---------
+def test_random_order_is_a_uniform_permutation():
+    """RandomOrder.order: every row a permutation; at L = 3 all 6 orders equally likely (chi-square,
+    level 1e-4, fixed key); LeftToRight / FixedOrder orders are the identity / the given permutation."""
+    keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(0), i))(jnp.arange(12000))
+    P = np.asarray(jax.vmap(lambda k: RANDOM.order(k, 3))(keys))
+    code = P @ np.array([9, 3, 1])
+    assert np.all(np.sort(P, axis=1) == np.arange(3))
+    counts = np.array([np.sum(code == c) for c in np.unique(code)])
+    assert len(counts) == 6 and stats.chisquare(counts).pvalue > 1e-4
+    big = np.asarray(RANDOM.order(jax.random.PRNGKey(1), 1000))
+    assert np.array_equal(np.sort(big), np.arange(1000))
+    assert np.array_equal(np.asarray(L2R.order(None, 5)), np.arange(5))
+    assert np.array_equal(np.asarray(policies.FixedOrder((2, 0, 1)).order(None, 3)), [2, 0, 1])

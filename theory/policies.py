@@ -130,8 +130,19 @@ class RandomOrder(Policy):
         return reveal_by_score(u, state == marginals.shape[-1], count)
 
     def order(self, key, length: int):
-        """A uniform random permutation of the positions (revealed in this order), (L,) int32."""
-        return jax.random.permutation(key, length).astype(jnp.int32)
+        """A uniform random permutation of the positions (revealed in this order), (L,) int32.
+
+        One sort of 64-bit keys: random high bits with the position packed into the low
+        ceil(log2 L) bits (so the sort needs no index payload and keys are distinct). Two positions
+        tie in their random bits with probability <= L**2 / 2**(65 - ceil(log2 L)) per sequence
+        (< 3e-9 at L = 4096; ties go by position), the same order as the float64 uniforms of
+        ``select``. Several times faster on CPU than ``jax.random.permutation``.
+        """
+        nbits = max(1, int(np.ceil(np.log2(max(length, 2)))))
+        low = np.uint64((1 << nbits) - 1)
+        r = jax.random.bits(key, (length,), dtype=jnp.uint64)
+        packed = (r & ~low) | jnp.arange(length, dtype=jnp.uint64)
+        return (jax.lax.sort(packed) & low).astype(jnp.int32)
 
     def reveal_distribution(self, states, marginals, counts):
         states = np.asarray(states)
