@@ -88,6 +88,9 @@ def main(argv=None):
     ap.add_argument("--tokens", type=int, default=2**18, help="target generated tokens per timed call")
     ap.add_argument("--devices", type=int, default=1, help="shard the batch over this many JAX devices")
     ap.add_argument("--no-numpy", action="store_true")
+    ap.add_argument("--lengths", type=int, nargs="*", default=None, help="override the grid of L")
+    ap.add_argument("--steps", type=str, nargs="*", default=None, help="override the grid of N ('L' = one token per step)")
+    ap.add_argument("--vocab", type=int, nargs="*", default=None, help="override the grid of |V|")
     ap.add_argument("--out", default=None, help="optional CSV path for the table")
     args = ap.parse_args(argv)
     jax.config.update("jax_enable_x64", True)
@@ -95,8 +98,8 @@ def main(argv=None):
     from synthetic import languages, markov
     from theory import policies, sampling, schedules
 
-    lengths = [64, 256] if args.quick else [64, 256, 1024, 4096]
-    vocab = [8] if args.quick else [2, 8, 32]
+    lengths = args.lengths or ([64, 256] if args.quick else [64, 256, 1024, 4096])
+    vocab = args.vocab or ([8] if args.quick else [2, 8, 32])
     policy = policies.RandomOrder()
     key = jax.random.PRNGKey(args.seed)
     sharding = None
@@ -111,7 +114,10 @@ def main(argv=None):
           f"{jax.device_count()} device(s) ({jax.devices()[0].platform}), sharded over {args.devices}")
     rows = []
     for L in lengths:
-        steps_list = [4, 64] if args.quick else [4, 64, L]
+        if args.steps:
+            steps_list = [L if x == "L" else int(x) for x in args.steps]
+        else:
+            steps_list = [4, 64] if args.quick else [4, 64, L]
         for N in sorted(set(steps_list)):
             for V in vocab:
                 lang = languages.random_markov(jax.random.fold_in(key, L * 1000 + V), V, L, 1.0)
