@@ -88,12 +88,12 @@ def test_zero_probability_state_gets_uniform():
     assert np.isneginf(np.asarray(markov.log_prob(lang, np.array([[0, 0, 1, 1]])))[0])
 
 
-@settings(max_examples=3)
+@settings(max_examples=2)
 @given(seeds, st.integers(2, 5), st.sampled_from([0.1, 1.0]))
 def test_engines_agree_at_large_length(seed, V, conc):
-    """At L = 300 (no enumeration possible): Markov matrix powers == n-gram (n=2) forward–backward ==
+    """At L = 200 (no enumeration possible): Markov matrix powers == n-gram (n=2) forward–backward ==
     HMM with identity emissions, on random partial states with zero transitions."""
-    L = 300
+    L = 200
     rng = np.random.default_rng(seed)
     mc = languages.random_markov(jax.random.PRNGKey(seed), V, L, conc)
     trans = mc.trans * (rng.random((V, V)) < 0.7)
