@@ -57,8 +57,8 @@ import numpy as np
 import pandas as pd
 
 from theory import metrics
-from theory._checks import as_f64, check_vocab_length, require_x64
-from theory.sampling import Samples, categorical_f64
+from theory._checks import as_f64, check_size, require_x64
+from theory.sampling import Samples
 from theory.sampling import sample as core_sample
 from theory.states import check_states
 
@@ -260,6 +260,8 @@ def _markov_marginals_impl(left, right, states, V, check=True):
 
 def _markov_denoiser(lang: MarkovChain) -> MarkovDenoiser:
     V, L = lang.vocab_size, lang.length
+    check_size(2 * 8 * (L + 2) * V * V, f"The Markov tables P^d (d = 0..L) for V = {V}, L = {L}", None,
+               "Use a shorter length or a smaller vocabulary")
     pw = matrix_powers(lang.trans, L)  # (L+1, V, V)
     left = np.concatenate([pw.reshape(-1, V), position_marginals(lang.init, lang.trans, L)])  # ((L+1)V + L, V)
     right = np.concatenate([np.swapaxes(pw, 1, 2).reshape(-1, V), np.ones((1, V))])  # ((L+1)V + 1, V)
@@ -526,6 +528,8 @@ def entropy_rate(lang) -> float:
     if isinstance(lang, NGram):
         V, n = lang.vocab_size, lang.order
         S = V ** (n - 1)
+        check_size(8 * S * S * 3, f"entropy_rate's dense tuple chain of S = V**(n-1) = {S} states", None,
+                   "Estimate the rate as entropy(lang.with_length(L + 1)) - entropy(lang.with_length(L)) at large L")
         cond = lang.cond.reshape(V, V ** (n - 2), V)
         T = np.zeros((V, V ** (n - 2), V ** (n - 2), V))  # tuple (a, c) -> tuple (c, b)
         idx = np.arange(V ** (n - 2))

@@ -56,7 +56,7 @@ def _check_conditionals(lang):
 
 
 # every example compiles its own shapes (~1-3 s): a dozen by default, many more under -m slow
-@settings(max_examples=8)
+@settings(max_examples=6)
 @given(structured_languages())
 def test_conditionals_log_q_entropy_equal_enumerated_engine(lang):
     _check_conditionals(lang)
