@@ -189,7 +189,7 @@ class LowRankNet(eqx.Module):
     def __init__(self, config: ModelConfig, key):
         V, L, r = config.vocab_size, config.length, config.rank
         k1, k2 = jax.random.split(key)
-        self.U = jax.random.normal(k1, (config.num_states, r), dtype=PARAM_DTYPE) / np.sqrt(r)
+        self.U = jax.random.normal(k1, (config.num_states, r), dtype=PARAM_DTYPE) / float(np.sqrt(r))
         self.W = 0.01 * jax.random.normal(k2, (r, L * V), dtype=PARAM_DTYPE)
         self.b = jnp.zeros((L * V,), dtype=PARAM_DTYPE)
         self.vocab_size, self.length = V, L

@@ -50,6 +50,7 @@ import json
 import math
 import os
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable
 
 import equinox as eqx
@@ -64,7 +65,10 @@ from theory import schedules as _schedules
 from theory._checks import check_size, require_x64
 from theory.denoiser import check_denoiser, exact_denoiser
 from theory.joint import Joint
+from theory.sampling import categorical_f64
 from theory.states import all_states
+
+from .languages import MarkovChain
 
 from .models import MODEL_KINDS, LearnedDenoiser, ModelConfig, init_network, network_logits
 
@@ -161,6 +165,8 @@ def data_sampler(source, length: int | None = None) -> tuple[Callable, int, int]
             fn = None
         if fn is not None:
             return (lambda key, n: jnp.asarray(fn(lang, key, n))), V, L
+        if isinstance(lang, MarkovChain):
+            return partial(_sample_markov_chain, jnp.asarray(lang.init), jnp.asarray(lang.trans), L), V, L
         if V**L > AUTO_JOINT_MAX:
             raise ValueError(f"cannot sample this language at V**L = {V}**{L} without synthetic.markov.sample; "
                              f"use a shorter length or install the scalable engine.")
@@ -168,6 +174,20 @@ def data_sampler(source, length: int | None = None) -> tuple[Callable, int, int]
         return jax.jit(joint.sample, static_argnums=1), V, L
     raise TypeError(f"training data must be a theory.joint.Joint or a synthetic.languages language (with "
                     f".joint() and .with_length()); got {type(source).__name__}.")
+
+
+@partial(jax.jit, static_argnums=(2, 4))
+def _sample_markov_chain(init, trans, length, key, num):
+    """Ancestral float64 sampling of a MarkovChain (fallback when synthetic.markov is absent): (num, L)."""
+    keys = jax.random.split(key, length)
+    x0 = categorical_f64(keys[0], jnp.broadcast_to(init, (num, init.shape[0])))
+
+    def body(x, k):
+        x = categorical_f64(k, trans[x])
+        return x, x
+
+    _, rest = jax.lax.scan(body, x0, keys[1:])  # (L-1, num)
+    return jnp.concatenate([x0[:, None], rest.T], axis=1).astype(jnp.int32)
 
 
 def _as_joint(source, length=None) -> Joint | None:
