@@ -50,7 +50,7 @@ import json
 import math
 import os
 from dataclasses import dataclass
-from functools import partial
+from functools import lru_cache, partial
 from typing import Callable
 
 import equinox as eqx
@@ -89,9 +89,14 @@ def uniform_t(key, batch: int):
     return t, jnp.ones((batch,), jnp.float32)
 
 
+#: The default schedule object (one instance, so that compiled training steps are reused across runs).
+LINEAR = _schedules.linear()
+
+
+@lru_cache(maxsize=64)
 def bernoulli_mask(schedule=None) -> Callable:
     """The standard mask sampler for ``schedule`` (default linear): each token masked with prob 1 - alpha(t)."""
-    schedule = _schedules.linear() if schedule is None else schedule
+    schedule = LINEAR if schedule is None else schedule
 
     def mask_sampler(key, t, shape):
         p = (1.0 - schedule.alpha(t)).astype(jnp.float32)  # (B,)
@@ -128,7 +133,17 @@ def mdm_loss(net, tokens, t, weight, mask, schedule, vocab_size: int):
     return jnp.mean(per_example_loss(net, tokens, t, weight, mask, schedule, vocab_size))
 
 
+@lru_cache(maxsize=64)
+def _default_optimizer(lr: float, steps: int):
+    """Adam with linear warm-up over 5% of the steps and cosine decay to 5% of ``lr``."""
+    warm = max(1, steps // 20)
+    return optax.adam(optax.warmup_cosine_decay_schedule(0.0, lr, warm, max(steps, warm + 1), end_value=lr * 0.05))
+
+
+@lru_cache(maxsize=64)
 def _make_step(optimizer, schedule, vocab_size, t_sampler, mask_sampler):
+    """The jitted training step (cached: repeated runs with the same hooks compile once per shape)."""
+
     @jax.jit
     def step(net, opt_state, key, tokens):
         kt, km = jax.random.split(key)
@@ -226,6 +241,21 @@ def elbo_weights(length: int) -> np.ndarray:
     return np.array([0.0] + [1.0 / (m * math.comb(length, m)) for m in range(1, length + 1)])
 
 
+def _batched_marginals(denoiser, states, chunk: int):
+    """denoiser.marginals over ``states`` in chunks. Learned denoisers are already jitted (cached per network
+    structure); any other Denoiser is traceable by contract and is jitted here (one compile, not op-by-op)."""
+    f = denoiser.marginals if isinstance(denoiser, LearnedDenoiser) else jax.jit(denoiser.marginals)
+    return jnp.concatenate([f(states[i:i + chunk]) for i in range(0, states.shape[0], chunk)])
+
+
+@jax.jit
+def _exact_sums(q, p, masked, w_fwd, w_elbo):
+    """(sum_z w_fwd KL(z), sum_z w_elbo CE(z), sum_z w_elbo KL(z)) with KL/CE summed over masked positions."""
+    kl = jnp.where(masked, _xlogy_ratio(q, p).sum(-1), 0.0).sum(-1)  # (S,)
+    ce = jnp.where(masked, _cross_entropy(q, p).sum(-1), 0.0).sum(-1)  # (S,)
+    return jnp.sum(w_fwd * kl), jnp.sum(w_elbo * ce), jnp.sum(w_elbo * kl)
+
+
 @dataclass(frozen=True, eq=False)
 class ExactEvaluation:
     """Exact evaluation against a Joint by enumerating its (V+1)**L partial states (callable on a denoiser).
@@ -247,19 +277,15 @@ class ExactEvaluation:
 
     def model_marginals(self, denoiser) -> jax.Array:
         check_denoiser(denoiser, self.joint.vocab_size, self.joint.length)
-        out = [denoiser.marginals(self.states[i:i + self.chunk]) for i in range(0, self.states.shape[0], self.chunk)]
-        p = jnp.concatenate(out)
+        p = _batched_marginals(denoiser, self.states, self.chunk)
         if p.dtype != jnp.float64:
             raise TypeError(f"denoiser.marginals returned {p.dtype}; the evaluation needs float64 marginals.")
         return p
 
     def __call__(self, denoiser) -> dict:
         p = self.model_marginals(denoiser)
-        kl = jnp.where(self.masked, _xlogy_ratio(self.q, p).sum(-1), 0.0).sum(-1)  # (S,)
-        ce = jnp.where(self.masked, _cross_entropy(self.q, p).sum(-1), 0.0).sum(-1)  # (S,)
-        eps = float(jnp.sum(self.w_fwd * kl)) / self.mean_masked
-        elbo = float(jnp.sum(self.w_elbo * ce))
-        gap = float(jnp.sum(self.w_elbo * kl))
+        eps_num, elbo, gap = (float(x) for x in _exact_sums(self.q, p, self.masked, self.w_fwd, self.w_elbo))
+        eps = eps_num / self.mean_masked
         L = self.joint.length
         return {"eps_learning": eps, "elbo": elbo, "elbo_per_token": elbo / L, "entropy": self.entropy,
                 "elbo_gap": gap}
@@ -279,15 +305,17 @@ def exact_evaluation(joint: Joint, schedule=None, max_bytes: float | None = None
     check_size(8 * 4 * S * L * V, f"Exact evaluation over (V+1)**L = {V + 1}**{L} partial states", max_bytes,
                "Use mc_evaluation (a fixed sample with standard errors)")
     ex = exact_denoiser(joint, max_bytes)
-    states = jnp.asarray(all_states(V, L))
-    q = ex.marginals(states)  # (S, L, V)
-    C = ex.cyl  # (S,) q(visible part)
-    masked = states == V
-    m = np.asarray(masked.sum(-1))
+    states_np = all_states(V, L)
+    states = jnp.asarray(states_np)
+    q = jax.jit(ex.marginals)(states)  # (S, L, V)
+    C = np.asarray(ex.cyl)  # (S,) q(visible part)
+    masked = states_np == V
+    m = masked.sum(-1)
     wf = forward_weights(schedule, L)
     we = elbo_weights(L)
-    w_fwd = jnp.where(C > 0, C * jnp.asarray(wf[m]), 0.0)
-    w_elbo = jnp.where(C > 0, C * jnp.asarray(we[m]), 0.0)
+    w_fwd = jnp.asarray(np.where(C > 0, C * wf[m], 0.0))
+    w_elbo = jnp.asarray(np.where(C > 0, C * we[m], 0.0))
+    masked = jnp.asarray(masked)
     mean_masked = float(sum(math.comb(L, k) * wf[k] * k for k in range(L + 1)))  # E[m] = L E[1 - alpha(t)]
     return ExactEvaluation(joint, states, q, masked, w_fwd, w_elbo, mean_masked, joint.entropy())
 
@@ -311,8 +339,7 @@ class MCEvaluation:
     def __call__(self, denoiser) -> dict:
         V, L = self.vocab_size, int(self.states.shape[1])
         check_denoiser(denoiser, V, L)
-        p = jnp.concatenate([denoiser.marginals(self.states[i:i + self.chunk])
-                             for i in range(0, self.states.shape[0], self.chunk)])
+        p = _batched_marginals(denoiser, self.states, self.chunk)
         if p.dtype != jnp.float64:
             raise TypeError(f"denoiser.marginals returned {p.dtype}; the evaluation needs float64 marginals.")
         masked = self.states == V
@@ -352,7 +379,7 @@ def mc_evaluation(tokens, *, key, vocab_size: int, reference=None, schedule=None
     q = None
     if reference is not None:
         check_denoiser(reference, vocab_size, L)
-        q = jnp.concatenate([reference.marginals(states[i:i + 8192]) for i in range(0, n, 8192)])
+        q = _batched_marginals(reference, states, 8192)
         if q.dtype != jnp.float64:
             raise TypeError(f"reference.marginals returned {q.dtype}; eps_learning needs float64 conditionals.")
     return MCEvaluation(tokens, states, loss_weight(schedule, t), vocab_size, reference, q)
@@ -386,14 +413,12 @@ def train(denoiser: LearnedDenoiser, data, *, key, steps: int, batch_size: int =
         sample_fn, dV, dL = data_sampler(data)
         if (dV, dL) != (V, L):
             raise ValueError(f"data has (vocab_size, length) = ({dV}, {dL}) but the model was built for ({V}, {L}).")
-    schedule = _schedules.linear() if schedule is None else schedule
+    schedule = LINEAR if schedule is None else schedule
     t_sampler = uniform_t if t_sampler is None else t_sampler
     mask_sampler = bernoulli_mask(schedule) if mask_sampler is None else mask_sampler
     if optimizer is None:
-        lr = DEFAULT_LR[denoiser.config.kind] if learning_rate is None else learning_rate
-        warm = max(1, steps // 20)
-        sched = optax.warmup_cosine_decay_schedule(0.0, lr, warm, max(steps, warm + 1), end_value=lr * 0.05)
-        optimizer = optax.adam(sched)
+        optimizer = _default_optimizer(float(DEFAULT_LR[denoiser.config.kind] if learning_rate is None else learning_rate),
+                                       int(steps))
     step_fn = _make_step(optimizer, schedule, V, t_sampler, mask_sampler)
     k_data, k_loss = jax.random.split(key)
     net = denoiser.net
