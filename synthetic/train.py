@@ -73,7 +73,7 @@ from .languages import MarkovChain
 from .models import MODEL_KINDS, LearnedDenoiser, ModelConfig, init_network, network_logits
 
 #: Default sizes of the training run of :func:`fit_denoiser` (see benchmarks/train.py for timings).
-DEFAULT_STEPS = {"transformer": 1500, "tabular": 1500, "lowrank": 1500}
+DEFAULT_STEPS = {"transformer": 1000, "tabular": 1500, "lowrank": 1500}
 DEFAULT_LR = {"transformer": 3e-3, "tabular": 5e-2, "lowrank": 1e-2}
 DEFAULT_BATCH = 128
 #: Largest (V+1)**L * L * V for which evaluation="auto" enumerates all partial states.
