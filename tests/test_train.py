@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from conftest import assert_close
-from strategies import joints, seeds
+from strategies import seeds
 from synthetic import languages
 from synthetic import train as T
 from synthetic.models import init_denoiser
@@ -56,8 +56,21 @@ def test_forward_weights_cosine_integrate_to_one():
 
 
 # ---------------------------------------------------------------- exact evaluation: identities
+@st.composite
+def few_shape_joints(draw):
+    """Random joints (Dirichlet, with support holes half the time) on three shapes: compiled code is reused."""
+    V, L = draw(st.sampled_from([(2, 4), (3, 3), (4, 2)]))
+    seed = draw(seeds)
+    p = np.array(languages.dirichlet(jax.random.PRNGKey(seed), V, L, draw(st.sampled_from([0.1, 1.0, 3.0]))).probs)
+    if draw(st.booleans()):
+        keep = np.random.default_rng(seed).random(p.size) < 0.6
+        keep[np.argmax(p)] = True
+        p = p * keep
+    return Joint(p / p.sum(), V, L)
+
+
 @settings(max_examples=8)
-@given(q=joints(max_states=4**4), seed=seeds)
+@given(q=few_shape_joints(), seed=seeds)
 def test_exact_evaluation_identities(q, seed):
     """Exact denoiser: eps = 0 and ELBO = H(q) (chain rule in every order). Any denoiser: ELBO - H = gap >= 0.
     Uniform denoiser: ELBO = L log V."""
@@ -122,7 +135,7 @@ def test_mc_loss_matches_exact_elbo(hooks):
         t, w = ts(k2, 20000)
         return T.per_example_loss(den.net, x, t, w, ms(k3, t, x.shape), sch, 3)
 
-    v = np.concatenate([np.asarray(losses(jax.random.fold_in(KEY, i)), dtype=np.float64) for i in range(5)])
+    v = np.concatenate([np.asarray(losses(jax.random.fold_in(KEY, i)), dtype=np.float64) for i in range(4)])
     se = v.std(ddof=1) / np.sqrt(v.size)
     assert abs(v.mean() - exact) < 4 * se, (v.mean(), exact, se)
 
@@ -145,13 +158,14 @@ def markov_q():
 
 @pytest.fixture(scope="module")
 def trained(markov_q):
-    return T.fit_denoiser(markov_q, key=jax.random.PRNGKey(1), steps=300, model="transformer", eval_every=50,
+    return T.fit_denoiser(markov_q, key=jax.random.PRNGKey(1), steps=200, model="transformer", eval_every=40,
                           progress=False)
 
 
 def test_short_training_beats_uniform_and_eps_falls(markov_q, trained):
-    """300 steps of the default transformer (seconds): the ELBO gap to H(q) is below 1/4 of the uniform
-    denoiser's (uniform: L log V - H(q)), and the exactly measured eps_learning falls during training."""
+    """200 steps of the default transformer (seconds): the ELBO gap to H(q) is below 1/4 of the uniform
+    denoiser's (uniform: L log V - H(q)), and the exactly measured eps_learning falls during training
+    (final < 1/4 of the initial and of the uniform denoiser's; later evaluations lower than earlier ones)."""
     den, hist = trained
     ev = T.exact_evaluation(markov_q)
     uni = ev(_uniform(3, 4))
@@ -161,6 +175,7 @@ def test_short_training_beats_uniform_and_eps_falls(markov_q, trained):
     eps = hist["eps_learning"].to_numpy()
     assert eps[-1] < 0.25 * eps[0] and eps[-1] < uni["eps_learning"] / 4
     assert stats.spearmanr(hist["step"], eps).statistic < -0.8
+    assert eps[len(eps) // 2:].mean() < eps[1:len(eps) // 2].mean()
     assert_close(hist["eps_learning"].iloc[-1], final["eps_learning"], rtol=1e-12)
 
 
@@ -209,8 +224,8 @@ def test_language_source_and_mc_evaluation():
                                eval_every=10, progress=False)
     assert {"eps_learning", "eps_learning_se", "elbo", "elbo_se"} <= set(hist.columns)
     assert np.all(np.isfinite(hist["eps_learning_se"])) and den.length == 3
-    d2, _ = T.fit_denoiser(lang, key=KEY, length=5, steps=2, model="tabular", evaluation="none", progress=False)
-    assert d2.length == 5
+    fn, V, L = T.data_sampler(lang, length=5)  # a language is re-sized with length=
+    assert (V, L) == (2, 5) and fn(KEY, 7).shape == (7, 5)
 
 
 def test_bad_inputs_raise_clear_errors(markov_q, tmp_path):
