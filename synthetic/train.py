@@ -320,6 +320,11 @@ def exact_evaluation(joint: Joint, schedule=None, max_bytes: float | None = None
     return ExactEvaluation(joint, states, q, masked, w_fwd, w_elbo, mean_masked, joint.entropy())
 
 
+def eps_learning(denoiser, joint: Joint, schedule=None) -> float:
+    """Feng2025's eps_learning of ``denoiser`` against ``joint``, exactly (see the module docstring)."""
+    return exact_evaluation(joint, schedule)(denoiser)["eps_learning"]
+
+
 @dataclass(frozen=True, eq=False)
 class MCEvaluation:
     """Monte-Carlo evaluation on a fixed forward sample (tokens, t, masks) with standard errors.
