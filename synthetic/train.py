@@ -80,6 +80,8 @@ DEFAULT_BATCH = 128
 EXACT_EVAL_MAX_ENTRIES = 2**22
 #: Largest V**L for which a structured language is enumerated into a Joint automatically.
 AUTO_JOINT_MAX = 2**20
+#: Largest (V+1)**L for which evaluation="auto" builds the exact denoiser as the Monte-Carlo reference.
+AUTO_CYLINDER_MAX = 2**25
 
 
 # ================================ the two hooks =======================================================
@@ -500,8 +502,8 @@ def _resolve_evaluation(evaluation, source, length, V, L, sample_fn, key, refere
         if joint is None:
             raise ValueError("evaluation='exact' needs a Joint or a language small enough to enumerate.")
         return exact_evaluation(joint, schedule)
-    if reference is None and joint is not None:
-        reference = exact_denoiser(joint)
+    if reference is None and joint is not None and (V + 1) ** L <= AUTO_CYLINDER_MAX:
+        reference = exact_denoiser(joint)  # exact conditionals for the Monte-Carlo eps_learning
     tokens = sample_fn(jax.random.fold_in(key, 0), eval_num)
     return mc_evaluation(tokens, key=jax.random.fold_in(key, 1), vocab_size=V, reference=reference, schedule=schedule)
 
