@@ -69,7 +69,6 @@ from theory.sampling import categorical_f64
 from theory.states import all_states
 
 from .languages import MarkovChain
-
 from .models import MODEL_KINDS, LearnedDenoiser, ModelConfig, init_network, network_logits
 
 #: Default sizes of the training run of :func:`fit_denoiser` (see benchmarks/train.py for timings).
