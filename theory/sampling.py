@@ -89,9 +89,23 @@ def make_plan(policy, length: int, steps=None, *, reveal: str = "fixed", schedul
 
 
 # ================================ exact law ==========================================================
-def _chunked_marginals(denoiser, states: np.ndarray, chunk: int = 1 << 15) -> np.ndarray:
-    out = [np.asarray(denoiser.marginals(jnp.asarray(states[i:i + chunk]))) for i in range(0, len(states), chunk)]
-    return np.concatenate(out) if out else np.zeros((0,) + states.shape[1:] + (denoiser.vocab_size,))
+def _bucket(n: int) -> int:
+    """Pad batch sizes to powers of two (>= 8) so jitted calls compile for few shapes."""
+    return max(8, 1 << (int(n) - 1).bit_length())
+
+
+def batched_marginals(denoiser, states: np.ndarray, chunk: int = 1 << 14) -> np.ndarray:
+    """Denoiser marginals (K, L, V) of numpy states (K, L), in padded power-of-two chunks (so a denoiser
+    whose ``marginals`` is jitted compiles for few shapes)."""
+    V = denoiser.vocab_size
+    out = []
+    for i in range(0, len(states), chunk):
+        part = states[i:i + chunk]
+        b = _bucket(len(part))
+        padded = np.full((b, part.shape[1]), V, dtype=np.int32)
+        padded[: len(part)] = part
+        out.append(np.asarray(denoiser.marginals(jnp.asarray(padded)))[: len(part)])
+    return np.concatenate(out) if out else np.zeros((0,) + states.shape[1:] + (V,))
 
 
 def _step_rows(policy, plan: _Plan, n: int, states: np.ndarray, marg: np.ndarray):
@@ -118,36 +132,51 @@ def _step_rows(policy, plan: _Plan, n: int, states: np.ndarray, marg: np.ndarray
     return par[p2], sub, w[p2] * w2
 
 
+def value_combos(vocab_size: int, size: int) -> np.ndarray:
+    """All V**s value assignments of s revealed positions, shape (V**s, s), row-major."""
+    return np.stack(np.meshgrid(*[np.arange(vocab_size)] * size, indexing="ij"), -1).reshape(-1, size)
+
+
+def reveal_children(parent_idx, positions, vocab_size: int, length: int):
+    """Indices in (V+1)**L of the V**s children of masked states ``parent_idx`` (R,) when the masked
+    ``positions`` (R, s) are revealed; returns (children (R, V**s), combos (V**s, s))."""
+    V = vocab_size
+    st = strides(V + 1, length)
+    s = positions.shape[1]
+    combos = value_combos(V, s)
+    sp = st[positions]  # (R, s)
+    child = np.repeat((parent_idx - V * sp.sum(1))[:, None], combos.shape[0], axis=1)  # revealed set to 0
+    for j in range(s):
+        child += sp[:, j:j + 1] * combos[None, :, j]  # (R, V**s)
+    return child, combos
+
+
 def _fill(idx, prob, marg, parent, subsets, weights, V, L, values, cyl):
-    """Expand reveal sets into child states; returns list of (child_idx, child_prob)."""
-    st = strides(V + 1, L)
+    """Expand reveal sets into child states; yields (child_idx, child_prob) blocks of <= ~_CHUNK transitions."""
     sizes = subsets.sum(1)
-    out = []
     for s in np.unique(sizes):
+        s = int(s)
         rows = np.nonzero(sizes == s)[0]
         if s == 0:
-            out.append((idx[parent[rows]], prob[parent[rows]] * weights[rows]))
+            yield idx[parent[rows]], prob[parent[rows]] * weights[rows]
             continue
-        per = max(1, _CHUNK // (V ** int(s)))
-        combos = np.stack(np.meshgrid(*[np.arange(V)] * int(s), indexing="ij"), -1).reshape(-1, int(s))  # (V**s, s)
+        per = max(1, _CHUNK // (V**s))
         for a in range(0, len(rows), per):
             r = rows[a:a + per]
-            pos = np.nonzero(subsets[r])[1].reshape(len(r), int(s))  # (R, s)
+            pos = np.nonzero(subsets[r])[1].reshape(len(r), s)  # (R, s)
             par = parent[r]
-            base = idx[par] - V * st[pos].sum(1)  # state index with the revealed positions zeroed
-            child = base[:, None] + (combos[None, :, :] * st[pos][:, None, :]).sum(-1)  # (R, V**s)
+            child, combos = reveal_children(idx[par], pos, V, L)  # (R, V**s)
             w = prob[par] * weights[r]  # (R,)
             if values == "independent":
                 m = marg[par[:, None], pos]  # (R, s, V)
                 pv = np.ones((len(r), combos.shape[0]))
-                for j in range(int(s)):
+                for j in range(s):
                     pv *= m[:, j, :][:, combos[:, j]]
                 cw = w[:, None] * pv
             else:  # joint: q(x_S = v | z) = C[child] / C[z]
                 den = cyl[idx[par]]
                 cw = w[:, None] * cyl[child] / np.where(den > 0, den, 1.0)[:, None]
-            out.append((child.reshape(-1), cw.reshape(-1)))
-    return out
+            yield child.reshape(-1), cw.reshape(-1)
 
 
 def exact_law(joint_or_denoiser, policy=None, steps=None, *, reveal: str = "fixed", schedule: Schedule | None = None,
@@ -203,17 +232,16 @@ def exact_law(joint_or_denoiser, policy=None, steps=None, *, reveal: str = "fixe
             if plan.mode == "adaptive":
                 raise RuntimeError(f"{type(policy).__name__} did not finish in {plan.max_steps} steps: an adaptive policy must reveal >= 1 token per step.")
             raise RuntimeError("plan ended with masked tokens left (counts must sum to L).")  # pragma: no cover
-        marg = _chunked_marginals(denoiser, states)
+        marg = batched_marginals(denoiser, states)
         parent, subsets, weights = _step_rows(policy, plan, n, states, marg)
         subsets = subsets & (states[parent] == V)
         if callback is not None:
             callback(n, states, prob, marg, parent, subsets, weights)
         revealing = subsets.any(1)
         nfe += float(np.sum(prob[parent] * weights * revealing))
-        pieces = _fill(idx, prob, marg, parent, subsets, weights, V, L, values, cyl)
-        ci = np.concatenate([p[0] for p in pieces])
-        cw = np.concatenate([p[1] for p in pieces])
-        dense = np.bincount(ci, weights=cw, minlength=S)
+        dense = np.zeros(S)
+        for ci, cw in _fill(idx, prob, marg, parent, subsets, weights, V, L, values, cyl):
+            dense += np.bincount(ci, weights=cw, minlength=S)  # merge duplicates on the dense index
         idx = np.nonzero(dense)[0].astype(np.int64)
         prob = dense[idx]
         n += 1
