@@ -68,7 +68,7 @@ from theory.joint import Joint
 from theory.sampling import categorical_f64
 from theory.states import all_states
 
-from .languages import MarkovChain
+from .languages import HMM, MarkovChain, NGram
 from .models import MODEL_KINDS, LearnedDenoiser, ModelConfig, init_network, network_logits
 
 #: Default sizes of the training run of :func:`fit_denoiser` (see benchmarks/train.py for timings).
@@ -158,38 +158,66 @@ def _make_step(optimizer, schedule, vocab_size, t_sampler, mask_sampler):
 
 
 # ================================ data ================================================================
-def data_sampler(source, length: int | None = None) -> tuple[Callable, int, int]:
-    """Resolve a data source into ``(sample(key, n) -> (n, L) int32, V, L)``.
+def _markov_module():
+    """``synthetic.markov`` (the scalable engine, issue 3) if it is installed, else None."""
+    try:
+        from synthetic import markov
+    except ImportError:
+        return None
+    return markov
 
-    ``source``: a :class:`Joint` (exact sampling from the table), a structured language of
-    :mod:`synthetic.languages` (sampled with ``synthetic.markov.sample(lang, key, num)`` when that module
-    is available, otherwise from its enumerated ``lang.joint()`` if V**L <= 2**20), or a callable
-    ``(key, n) -> (n, L)`` (then pass ``length``... and its vocabulary is taken from ``source.vocab_size``).
+
+def data_sampler(source, length: int | None = None) -> tuple[Callable, int, int]:
+    """Resolve a data source into ``(sample(key, n) -> (n, L) ints, V, L)``.
+
+    ``source``: a :class:`Joint` (exact sampling from the table) or a language object with
+    ``vocab_size``, ``length``, ``with_length`` (``length`` re-sizes it). A language is sampled, in this
+    order, with its own ``sample(key, n)`` method; ``synthetic.markov.sample(lang, key, num)`` for
+    Markov/n-gram/HMM languages when that module is installed; ancestral sampling (MarkovChain); i.i.d.
+    blocks (languages with a ``block`` Joint and ``num_blocks``); or its enumerated ``lang.joint()`` if
+    V**L <= 2**20.
     """
     if isinstance(source, Joint):
         if length is not None and length != source.length:
             raise ValueError(f"length={length} but the Joint has length {source.length}; build the Joint at that length.")
-        joint = source
-        return jax.jit(joint.sample, static_argnums=1), joint.vocab_size, joint.length
-    if hasattr(source, "vocab_size") and hasattr(source, "length") and hasattr(source, "joint"):
-        lang = source.with_length(length) if (length is not None and length != source.length) else source
-        V, L = lang.vocab_size, lang.length
-        try:
-            from synthetic import markov  # written by another issue; optional
-            fn = markov.sample
-        except (ImportError, AttributeError):
-            fn = None
-        if fn is not None:
-            return (lambda key, n: jnp.asarray(fn(lang, key, n))), V, L
-        if isinstance(lang, MarkovChain):
-            return partial(_sample_markov_chain, jnp.asarray(lang.init), jnp.asarray(lang.trans), L), V, L
-        if V**L > AUTO_JOINT_MAX:
-            raise ValueError(f"cannot sample this language at V**L = {V}**{L} without synthetic.markov.sample; "
-                             f"use a shorter length or install the scalable engine.")
+        return jax.jit(source.sample, static_argnums=1), source.vocab_size, source.length
+    if not all(hasattr(source, a) for a in ("vocab_size", "length", "with_length")):
+        raise TypeError(f"training data must be a theory.joint.Joint or a language (vocab_size, length, "
+                        f"with_length, and .joint() or a sampler); got {type(source).__name__}.")
+    lang = source.with_length(length) if (length is not None and length != source.length) else source
+    V, L = int(lang.vocab_size), int(lang.length)
+    markov = _markov_module()
+    if callable(getattr(lang, "sample", None)):
+        return (lambda key, n: lang.sample(key, n)), V, L
+    if markov is not None and isinstance(lang, (MarkovChain, NGram, HMM)):
+        return (lambda key, n: markov.sample(lang, key, n)), V, L
+    if isinstance(lang, MarkovChain):
+        return partial(_sample_markov_chain, jnp.asarray(lang.init), jnp.asarray(lang.trans), L), V, L
+    block = getattr(lang, "block", None)
+    if isinstance(block, Joint) and hasattr(lang, "num_blocks"):
+        nb = int(lang.num_blocks)
+        f = jax.jit(block.sample, static_argnums=1)
+        return (lambda key, n: f(key, n * nb).reshape(n, nb * block.length)), V, L
+    if V**L <= AUTO_JOINT_MAX and callable(getattr(lang, "joint", None)):
         joint = lang.joint()
         return jax.jit(joint.sample, static_argnums=1), V, L
-    raise TypeError(f"training data must be a theory.joint.Joint or a synthetic.languages language (with "
-                    f".joint() and .with_length()); got {type(source).__name__}.")
+    raise ValueError(f"cannot sample this {type(lang).__name__} at V**L = {V}**{L}: install synthetic.markov "
+                     f"(Markov/n-gram/HMM at any length), give the language a sample(key, n) method, or pass a "
+                     f"callable (key, n) -> (n, L) to train().")
+
+
+def language_reference(source, length: int | None = None):
+    """Exact conditionals of a language at any length if available, else None: the language's own
+    ``denoiser()`` (e.g. block languages) or ``synthetic.markov.denoiser(lang)`` (Markov/n-gram/HMM)."""
+    if isinstance(source, Joint):
+        return exact_denoiser(source) if (source.vocab_size + 1) ** source.length <= AUTO_CYLINDER_MAX else None
+    lang = source.with_length(length) if (length is not None and length != source.length) else source
+    if callable(getattr(lang, "denoiser", None)):
+        return lang.denoiser()
+    markov = _markov_module()
+    if markov is not None and isinstance(lang, (MarkovChain, NGram, HMM)) and hasattr(markov, "denoiser"):
+        return markov.denoiser(lang)
+    return None
 
 
 @partial(jax.jit, static_argnums=(2, 4))
@@ -501,8 +529,10 @@ def _resolve_evaluation(evaluation, source, length, V, L, sample_fn, key, refere
         if joint is None:
             raise ValueError("evaluation='exact' needs a Joint or a language small enough to enumerate.")
         return exact_evaluation(joint, schedule)
-    if reference is None and joint is not None and (V + 1) ** L <= AUTO_CYLINDER_MAX:
-        reference = exact_denoiser(joint)  # exact conditionals for the Monte-Carlo eps_learning
+    if reference is None:  # exact conditionals for the Monte-Carlo eps_learning: the language's oracle first
+        reference = language_reference(source, length)
+    if reference is None and joint is not None:
+        reference = language_reference(joint)
     tokens = sample_fn(jax.random.fold_in(key, 0), eval_num)
     return mc_evaluation(tokens, key=jax.random.fold_in(key, 1), vocab_size=V, reference=reference, schedule=schedule)
 

@@ -259,3 +259,17 @@ def test_bad_inputs_raise_clear_errors(markov_q, tmp_path):
         T.load_checkpoint(tmp_path / "other.npz")
     with pytest.raises(ValueError, match="steps"):
         T.train(init_denoiser("tabular", 3, 4, key=KEY), markov_q, key=KEY, steps=-1)
+
+
+def test_fallback_markov_sampler_law():
+    """The ancestral MarkovChain sampler (used when synthetic.markov is absent) draws from lang.joint():
+    chi-square at level 1e-4 on a fixed key."""
+    from theory.metrics import empirical_law
+
+    lang = languages.random_markov(jax.random.PRNGKey(11), 3, 3)
+    x = T._sample_markov_chain(jnp.asarray(lang.init), jnp.asarray(lang.trans), 3, jax.random.PRNGKey(12), 20000)
+    assert x.shape == (20000, 3)
+    obs = empirical_law(np.asarray(x), 3) * 20000
+    exp = np.asarray(lang.joint().probs) * 20000
+    keep = exp > 0
+    assert stats.chisquare(obs[keep], exp[keep]).pvalue > 1e-4
