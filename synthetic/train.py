@@ -497,7 +497,9 @@ def fit_denoiser(source, *, key, length: int | None = None, steps: int | None = 
     ``source``: a Joint or a structured language (``length`` re-sizes a language). ``model``: "transformer"
     (default sizes: ModelConfig), "tabular" or "lowrank"; ``model_sizes`` override ModelConfig fields.
     ``evaluation``: "auto" (exact if the language enumerates and (V+1)**L * L * V <= 2**22, else Monte Carlo
-    on a fixed sample of ``eval_num`` draws — eps_learning needs a Joint or a ``reference`` denoiser),
+    on a fixed sample of ``eval_num`` draws, with eps_learning against ``reference`` or, by default, the
+    language's exact conditionals (:func:`language_reference`: ``synthetic.markov.denoiser``, a block
+    language's ``denoiser()``, or a small Joint's exact denoiser); without any, only the ELBO),
     "exact", "mc", "none", or a callable denoiser -> dict. ``eval_every`` defaults to steps // 10.
     ``key`` seeds everything (initialisation, data, masks, evaluation sample).
     """
