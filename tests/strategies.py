@@ -127,6 +127,18 @@ def structured_languages(draw, max_states: int = 3**7, max_length: int = 7):
     return lang
 
 
+# ---- issue 6: learned denoisers ------------------------------------------------------------------
+model_kinds = st.sampled_from(["transformer", "tabular", "lowrank"])
+
+
+@st.composite
+def partial_state_batches(draw, vocab_size: int, length: int, batch: int | None = None, max_batch: int = 8):
+    """A batch (B, L) of partial states with entries in 0..V (V = mask), as int64 numpy (B = batch if given)."""
+    B = batch if batch is not None else draw(st.integers(1, max_batch))
+    flat = draw(st.lists(st.integers(0, vocab_size), min_size=B * length, max_size=B * length))
+    return np.asarray(flat, dtype=np.int64).reshape(B, length)
+
+
 # --- issue 4: Feng2025 -------------------------------------------------------------------------------
 @st.composite
 def entropy_ngrams(draw, max_states: int = 4**5):

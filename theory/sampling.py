@@ -210,7 +210,10 @@ def exact_law(joint_or_denoiser, policy=None, steps=None, *, reveal: str = "fixe
     joint = joint_or_denoiser if isinstance(joint_or_denoiser, Joint) else None
     if denoiser is None:
         denoiser = exact_denoiser(joint, max_bytes) if joint is not None else joint_or_denoiser
-    check_denoiser(denoiser)
+    if joint is not None:
+        check_denoiser(denoiser, joint.vocab_size, joint.length)
+    else:
+        check_denoiser(denoiser)
     V, L = denoiser.vocab_size, denoiser.length
     if values not in ("independent", "joint"):
         raise ValueError(f"values must be 'independent' or 'joint', got {values!r}.")
