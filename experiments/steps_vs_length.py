@@ -28,10 +28,10 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-# Hook for learned denoisers: when synthetic.train.fit_denoiser(lang, key=...) -> (denoiser, history) exists,
-# add "learned" here and build the denoiser per (language, L) where the script calls sl.mc_metrics /
-# sl.exact_metrics (both take denoiser=...). Until then only the exact conditionals are offered.
-DENOISERS = ("exact",)
+# --denoiser learned: Figure 1 adds Monte-Carlo TER gaps of a transformer trained on each n-gram language
+# at each length in learned_lengths (synthetic.train.fit_denoiser; its eps_learning, Feng2025's per-token KL
+# of the learned conditionals, is recorded next to the gap). Off by default (training costs minutes).
+DENOISERS = ("exact", "learned")
 
 
 def parse_args(argv=None):
@@ -43,7 +43,7 @@ def parse_args(argv=None):
     ap.add_argument("--eps", type=float, default=0.05, help="TER-gap target (nats/token) for Figure 3")
     ap.add_argument("--delta", type=float, default=0.5, help="SER target for Figure 3")
     ap.add_argument("--denoiser", choices=DENOISERS, default="exact",
-                    help="denoiser: exact conditionals ('learned' needs synthetic.train, not on main yet)")
+                    help="exact conditionals (default), or also a learned transformer per (n-gram, L) in Figure 1")
     return ap.parse_args(argv)
 
 
@@ -52,12 +52,14 @@ def settings_for(args) -> dict:
         return dict(lengths=[16], exact_lengths=[4], steps=[1, 4], ser_steps_mc=[4, 16],
                     num_ter=100, num_ser=50, fig3_lengths=[16, 32], learning_lam=0.05,
                     fig3_fixed_max_length=32, learning_steps=[4], learning_lengths=[16], learning_exact_length=4,
-                    additive_max_steps=16, additive_reveals=["bernoulli"])
+                    additive_max_steps=16, additive_reveals=["bernoulli"], learned_lengths=[16],
+                    learned_train_steps=30)
     return dict(lengths=[16, 64, 256, 1024], exact_lengths=[6, 8], steps=[1, 2, 4, 8, 16, 32, 64],
                 ser_steps_mc=[1, 4, 16, 64, 256, 1024, 4096], num_ter=1000, num_ser=200,
                 fig3_lengths=[16, 32, 64, 128, 256, 512, 1024], fig3_fixed_max_length=512, learning_lam=0.05,
                 learning_steps=[2, 8, 32], learning_lengths=[64, 1024], learning_exact_length=6,
-                additive_max_steps=1024, additive_reveals=["bernoulli"])
+                additive_max_steps=1024, additive_reveals=["bernoulli"], learned_lengths=[16, 64],
+                learned_train_steps=500)
 
 
 def main(argv=None):
@@ -123,6 +125,22 @@ def main(argv=None):
                                   schedule=sched)
             rows.append({"language": name, "length": L, "steps": N, "method": method,
                          "ter_gap": m["ter_gap"], "ter_gap_se": m["ter_gap_se"], "log_ter_q": m["log_ter_q"]})
+    if args.denoiser == "learned":
+        from synthetic.train import fit_denoiser
+
+        ljobs = [(n, lg, L) for n, lg in ter_langs.items() if not isinstance(lg, wc.BlockLanguage)
+                 for L in cfg["learned_lengths"]]
+        for j, (name, lang, L) in enumerate(tqdm(ljobs, desc="Figure 1 (learned denoisers)", file=sys.stderr)):
+            lg = at_length(lang, L)
+            den, hist = fit_denoiser(lg, key=sl.mc_key(args.seed, 4, j), steps=cfg["learned_train_steps"],
+                                     progress=False)
+            eps_l = float(hist["eps_learning"].iloc[-1]) if "eps_learning" in hist else float("nan")
+            for N in cfg["steps"]:
+                m = sl.mc_metrics(sl.mc_key(args.seed, 5, j, N), lg, N, num=cfg["num_ter"], reveal="bernoulli",
+                                  schedule=sched, denoiser=den)
+                rows.append({"language": name, "length": L, "steps": N, "method": "mc (learned)",
+                             "ter_gap": m["ter_gap"], "ter_gap_se": m["ter_gap_se"], "log_ter_q": m["log_ter_q"],
+                             "eps_learning": eps_l})
     ter = pd.DataFrame(rows)
     ter.to_csv(os.path.join(args.out, "steps_vs_length_ter.csv"), index=False)
 
@@ -131,8 +149,9 @@ def main(argv=None):
         d = ter[ter.language == name]
         for (L, method), g in d.groupby(["length", "method"]):
             lab = f"L={L} ({method})"
-            if method == "mc":
-                ax.errorbar(g.steps, g.ter_gap, yerr=1.96 * g.ter_gap_se, fmt="o", ms=3, capsize=2, label=lab)
+            if method.startswith("mc"):
+                ax.errorbar(g.steps, g.ter_gap, yerr=1.96 * g.ter_gap_se, fmt="o" if method == "mc" else "x", ms=3,
+                            capsize=2, label=lab)
             else:
                 ax.plot(g.steps, g.ter_gap, "-" if method != "exact" else "--", label=lab)
         ax.set_xscale("log", base=2)
@@ -203,7 +222,7 @@ def main(argv=None):
 
     # ---- Figure 3: smallest N vs L ---------------------------------------------------------------------
     rows = []
-    for (name, L, method), g in ter[ter.method != "exact"].groupby(["language", "length", "method"]):
+    for (name, L, method), g in ter[ter.method.isin(["mc", "exact (block product)"])].groupby(["language", "length", "method"]):
         if method == "mc" and name == "noisy copy pairs":
             continue
         N = sl.min_steps(g.steps, g.ter_gap, args.eps)
@@ -289,11 +308,18 @@ def main(argv=None):
     pd.set_option("display.width", 160)
     print("\nFigure 1: TER gap (nats/token) vs N — columns L (mc/exact); rows N")
     for name in ter_langs:
-        d = ter[(ter.language == name) & (ter.method != "exact")]
+        d = ter[(ter.language == name) & ter.method.isin(["mc", "exact (block product)"])]
+        if d.empty:  # no Monte Carlo (--quick): the exact small-L rows
+            d = ter[(ter.language == name) & (ter.method == "exact")]
         if name == "noisy copy pairs":
             d = d[d.method != "mc"]
         piv = d.pivot_table(index="steps", columns="length", values="ter_gap")
         print(f"  {name}:\n" + piv.round(4).to_string())
+    if args.denoiser == "learned":
+        d = ter[ter.method == "mc (learned)"]
+        print("\nFigure 1, learned denoisers: TER gap (eps_learning in the column header)")
+        print(d.pivot_table(index="steps", columns=["language", "length", "eps_learning"], values="ter_gap").round(4)
+              .to_string())
     print(f"\nFigure 3: smallest N (AR needs N = L)")
     print(mins.pivot_table(index="length", columns="language", values="min_steps", aggfunc="first").to_string())
     print(f"\nLearning-error variant (lam={lam}, eps_learning={eps_l:.4f}):")

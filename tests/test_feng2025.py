@@ -257,3 +257,19 @@ def test_unconditional_reveal_probs_are_alpha_increments(sched, N):
     pi = B.unconditional_reveal_probs(S.reveal_probs(sched, N))
     assert_close(pi, np.diff(S.alphas_on_grid(sched, N)), rtol=0, atol=1e-12)
     assert abs(pi.sum() - 1) <= 1e-12
+
+
+def test_quick_script_learned_denoiser(tmp_path):
+    import importlib.util
+    import pathlib
+
+    import pandas as pd
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "steps_vs_length.py"
+    spec = importlib.util.spec_from_file_location("steps_vs_length_learned", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    mod.main(["--quick", "--denoiser", "learned", "--out", str(tmp_path)])
+    ter = pd.read_csv(tmp_path / "steps_vs_length_ter.csv")
+    learned = ter[ter.method == "mc (learned)"]
+    assert len(learned) > 0 and np.all(np.isfinite(learned.ter_gap)) and np.all(learned.eps_learning > 0)
