@@ -99,6 +99,8 @@ def copy_pairs_ser_fixed(length: int, counts) -> float:
     a untouched blocks opened (one token), b half-open blocks closed (2c + a + b = k) is
     C(u, c) C(u - c, a) 2^a C(o, b), out of C(2u + o, k); the step multiplies the weight by 2^{-c} and moves
     u -> u - c - a. All terms are positive (no cancellation); computed with log-binomials in float64.
+    The DP carries W[u] = E[2^{-C}; u] and G[u] = E[1 - 2^{-C}; u] apart (1 - 2^{-(C+c)} =
+    (1 - 2^{-C}) + 2^{-C}(1 - 2^{-c})) and returns G, so a schedule without collisions gives exactly 0.
     """
     L = _check_length_even(length)
     k = np.asarray(counts)
