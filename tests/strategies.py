@@ -70,3 +70,36 @@ def value_blind_policies(draw, length: int):
 
 
 any_proxy = st.sampled_from(list(policies.PROXIES))
+
+
+# ---- issue 5 (BenHamu2025: EB sampler, error decomposition, tasks) --------------------------------
+eb_gammas = st.sampled_from([0.0, 1e-3, 0.01, 0.1, 0.25, 0.5, 1.0, 1.5, float("inf")])
+
+
+@st.composite
+def masked_marginals(draw, max_batch: int = 6, max_length: int = 8):
+    """(states (B, L) with entries in 0..V, marginals (B, L, V)) as a denoiser would give them:
+    Dirichlet rows at masked positions (some one-hot: zero entropy), one-hot at visible ones."""
+    V = draw(st.integers(2, 5))
+    L = draw(st.integers(1, max_length))
+    B = draw(st.integers(1, max_batch))
+    rng = np.random.default_rng(draw(seeds))
+    conc = draw(concentrations)
+    m = rng.dirichlet(np.full(V, conc), size=(B, L))  # (B, L, V)
+    onehot_rows = rng.random((B, L)) < draw(st.sampled_from([0.0, 0.3, 0.7]))
+    m[onehot_rows] = np.eye(V)[rng.integers(V, size=int(onehot_rows.sum()))]
+    masked = rng.random((B, L)) < draw(st.sampled_from([0.5, 0.9, 1.0]))
+    vals = rng.integers(V, size=(B, L))
+    states = np.where(masked, V, vals)
+    m = np.where(masked[..., None], m, np.eye(V)[vals])
+    return states.astype(np.int64), m
+
+
+def perturbed_table(joint, seed: int, eps: float):
+    """Conditionals table ((V+1)**L, L, V) = (1 - eps) q + eps r, r a random positive law per row."""
+    from theory.denoiser import exact_denoiser
+
+    V, L = joint.vocab_size, joint.length
+    t = np.asarray(exact_denoiser(joint).table())
+    r = np.random.default_rng(seed).dirichlet(np.ones(V), size=t.shape[:2])
+    return (1.0 - eps) * t + eps * r
