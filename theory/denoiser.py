@@ -20,6 +20,7 @@ denoiser.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable, Protocol, runtime_checkable
 
 import jax
@@ -50,7 +51,12 @@ def cylinder_sums(joint: Joint, max_bytes: float | None = None) -> jax.Array:
     require_x64("cylinder_sums")
     V, L = joint.vocab_size, joint.length
     check_size(cylinder_bytes(V, L), f"The cylinder-sum table over (V+1)**L = {V + 1}**{L}", max_bytes, SCALABLE_HINT)
-    t = joint.table()
+    return _cylinder(joint.probs, V, L)
+
+
+@partial(jax.jit, static_argnames=("V", "L"))
+def _cylinder(probs, V, L):
+    t = probs.reshape((V,) * L)
     for ax in range(L):
         t = jnp.concatenate([t, t.sum(axis=ax, keepdims=True)], axis=ax)  # axis ax: V -> V+1
     return t.reshape(-1)
@@ -60,6 +66,19 @@ def _masked_onehot(states, vocab_size: int):
     masked = states == vocab_size  # (B, L)
     onehot = jax.nn.one_hot(jnp.where(masked, 0, states), vocab_size, dtype=jnp.float64)  # (B, L, V)
     return masked, onehot
+
+
+@partial(jax.jit, static_argnames=("V", "L"))
+def _exact_marginals(cyl, states, V, L):
+    st = jnp.asarray(strides(V + 1, L))  # (L,)
+    idx = states.astype(jnp.int64) @ st  # (B,)
+    den = cyl[idx]  # (B,)
+    shift = (jnp.arange(V)[None, None, :] - states[:, :, None]) * st[None, :, None]  # (B, L, V)
+    num = cyl[idx[:, None, None] + shift]  # (B, L, V); meaningful where masked
+    masked, onehot = _masked_onehot(states, V)
+    ok = den[:, None, None] > 0
+    cond = jnp.where(ok, num / jnp.where(ok, den[:, None, None], 1.0), 1.0 / V)
+    return jnp.where(masked[..., None], cond, onehot)
 
 
 @dataclass(frozen=True, eq=False)
@@ -73,17 +92,7 @@ class ExactDenoiser:
 
     def marginals(self, states) -> jax.Array:
         """(B, L) partial states -> (B, L, V) exact conditionals (one-hot at visible positions)."""
-        V, L = self.vocab_size, self.length
-        states = jnp.asarray(states)
-        st = jnp.asarray(strides(V + 1, L))  # (L,)
-        idx = states.astype(jnp.int64) @ st  # (B,)
-        den = self.cyl[idx]  # (B,)
-        shift = (jnp.arange(V)[None, None, :] - states[:, :, None]) * st[None, :, None]  # (B, L, V)
-        num = self.cyl[idx[:, None, None] + shift]  # (B, L, V); meaningful where masked
-        masked, onehot = _masked_onehot(states, V)
-        ok = den[:, None, None] > 0
-        cond = jnp.where(ok, num / jnp.where(ok, den[:, None, None], 1.0), 1.0 / V)
-        return jnp.where(masked[..., None], cond, onehot)
+        return _exact_marginals(self.cyl, jnp.asarray(states), self.vocab_size, self.length)
 
     def state_prob(self, states) -> jax.Array:
         """C[z] = q(visible part of z), shape (B,)."""
@@ -102,12 +111,23 @@ def exact_denoiser(joint: Joint, max_bytes: float | None = None) -> ExactDenoise
     """Build the exact denoiser of ``joint`` (cost: one (V+1)**L table)."""
     if not isinstance(joint, Joint):
         raise TypeError(f"exact_denoiser needs a theory.joint.Joint, got {type(joint).__name__}.")
-    return ExactDenoiser(joint, cylinder_sums(joint, max_bytes), joint.vocab_size, joint.length)
+    cached = joint.__dict__.get("_exact_denoiser")
+    if cached is None:
+        cached = ExactDenoiser(joint, cylinder_sums(joint, max_bytes), joint.vocab_size, joint.length)
+        object.__setattr__(joint, "_exact_denoiser", cached)  # a Joint is immutable: cache its denoiser
+    return cached
 
 
 def denoiser_table(joint: Joint, max_bytes: float | None = None) -> jax.Array:
     """Exact conditionals for all (V+1)**L partial states at once, shape ((V+1)**L, L, V)."""
     return exact_denoiser(joint, max_bytes).table(max_bytes)
+
+
+@partial(jax.jit, static_argnames=("V", "L"))
+def _tabular_marginals(table, states, V, L):
+    idx = states.astype(jnp.int64) @ jnp.asarray(strides(V + 1, L))
+    masked, onehot = _masked_onehot(states, V)
+    return jnp.where(masked[..., None], table[idx], onehot)
 
 
 @dataclass(frozen=True, eq=False)
@@ -133,10 +153,7 @@ class TabularDenoiser:
         object.__setattr__(self, "length", int(length))
 
     def marginals(self, states) -> jax.Array:
-        states = jnp.asarray(states)
-        idx = states.astype(jnp.int64) @ jnp.asarray(strides(self.vocab_size + 1, self.length))
-        masked, onehot = _masked_onehot(states, self.vocab_size)
-        return jnp.where(masked[..., None], self.table[idx], onehot)
+        return _tabular_marginals(self.table, jnp.asarray(states), self.vocab_size, self.length)
 
 
 @dataclass(frozen=True, eq=False)

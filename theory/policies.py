@@ -84,17 +84,29 @@ class Policy:
         if not self.deterministic:
             raise NotImplementedError(f"{type(self).__name__} is random: it must implement reveal_distribution.")
         states = np.asarray(states)
-        V = np.asarray(marginals).shape[-1]
-        key = jax.random.PRNGKey(0)
-        sel = jax.vmap(lambda s, m, c: self.select(key, s, m, c))(
-            jnp.asarray(states), jnp.asarray(marginals), jnp.asarray(counts, dtype=jnp.int32)
-        )
-        subsets = np.asarray(sel) & (states == V)
-        B = states.shape[0]
+        marginals = np.asarray(marginals)
+        B, L = states.shape
+        V = marginals.shape[-1]
+        # pad to a power of two (>= 8) so the jitted select compiles for few shapes
+        b = max(8, 1 << (max(B, 1) - 1).bit_length())
+        zs = np.full((b, L), V, dtype=np.int32)
+        zs[:B] = states
+        ms = np.full((b, L, V), 1.0 / V)
+        ms[:B] = marginals
+        cs = np.zeros(b, dtype=np.int32)
+        cs[:B] = counts
+        sel = np.asarray(_batched_select(self, jnp.asarray(zs), jnp.asarray(ms), jnp.asarray(cs)))[:B]
+        subsets = sel & (states == V)
         return np.arange(B), subsets, np.ones(B)
 
 
-@dataclass(frozen=True, eq=False)
+@partial(jax.jit, static_argnames="policy")
+def _batched_select(policy, states, marginals, counts):
+    key = jax.random.PRNGKey(0)
+    return jax.vmap(lambda s, m, c: policy.select(key, s, m, c))(states, marginals, counts)
+
+
+@dataclass(frozen=True)
 class ScorePolicy(Policy):
     """Deterministic policy revealing the ``count`` masked positions with the lowest ``score``."""
 
@@ -106,7 +118,7 @@ class ScorePolicy(Policy):
 
 
 # ---- policies ---------------------------------------------------------------------------------------
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True)
 class RandomOrder(Policy):
     """Reveal ``count`` masked positions chosen uniformly at random (the MDM default).
 
@@ -145,7 +157,7 @@ class RandomOrder(Policy):
         return np.concatenate(parents), np.concatenate(subsets), np.concatenate(weights)
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True)
 class LeftToRight(ScorePolicy):
     """Reveal the leftmost ``count`` masked positions (semi-autoregressive order)."""
 
@@ -153,7 +165,7 @@ class LeftToRight(ScorePolicy):
         return jnp.arange(state.shape[-1], dtype=jnp.float64)
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True)
 class FixedOrder(ScorePolicy):
     """Reveal positions in the order ``perm`` (perm[0] first), ``count`` at a time."""
 
@@ -173,7 +185,7 @@ class FixedOrder(ScorePolicy):
         return jnp.asarray(rank, dtype=jnp.float64)
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True)
 class TopK(ScorePolicy):
     """Reveal the masked positions the model is surest of, by ``proxy`` (confidence, margin, entropy).
 

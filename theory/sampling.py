@@ -89,9 +89,23 @@ def make_plan(policy, length: int, steps=None, *, reveal: str = "fixed", schedul
 
 
 # ================================ exact law ==========================================================
-def _chunked_marginals(denoiser, states: np.ndarray, chunk: int = 1 << 15) -> np.ndarray:
-    out = [np.asarray(denoiser.marginals(jnp.asarray(states[i:i + chunk]))) for i in range(0, len(states), chunk)]
-    return np.concatenate(out) if out else np.zeros((0,) + states.shape[1:] + (denoiser.vocab_size,))
+def _bucket(n: int) -> int:
+    """Pad batch sizes to powers of two (>= 8) so jitted calls compile for few shapes."""
+    return max(8, 1 << (int(n) - 1).bit_length())
+
+
+def batched_marginals(denoiser, states: np.ndarray, chunk: int = 1 << 14) -> np.ndarray:
+    """Denoiser marginals (K, L, V) of numpy states (K, L), in padded power-of-two chunks (so a denoiser
+    whose ``marginals`` is jitted compiles for few shapes)."""
+    V = denoiser.vocab_size
+    out = []
+    for i in range(0, len(states), chunk):
+        part = states[i:i + chunk]
+        b = _bucket(len(part))
+        padded = np.full((b, part.shape[1]), V, dtype=np.int32)
+        padded[: len(part)] = part
+        out.append(np.asarray(denoiser.marginals(jnp.asarray(padded)))[: len(part)])
+    return np.concatenate(out) if out else np.zeros((0,) + states.shape[1:] + (V,))
 
 
 def _step_rows(policy, plan: _Plan, n: int, states: np.ndarray, marg: np.ndarray):
@@ -218,7 +232,7 @@ def exact_law(joint_or_denoiser, policy=None, steps=None, *, reveal: str = "fixe
             if plan.mode == "adaptive":
                 raise RuntimeError(f"{type(policy).__name__} did not finish in {plan.max_steps} steps: an adaptive policy must reveal >= 1 token per step.")
             raise RuntimeError("plan ended with masked tokens left (counts must sum to L).")  # pragma: no cover
-        marg = _chunked_marginals(denoiser, states)
+        marg = batched_marginals(denoiser, states)
         parent, subsets, weights = _step_rows(policy, plan, n, states, marg)
         subsets = subsets & (states[parent] == V)
         if callback is not None:

@@ -1,0 +1,76 @@
+"""Reveal policies: select (JAX) and reveal_distribution (exact) describe the same rule."""
+from math import comb
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+from theory import policies
+
+
+def _state_and_marg(draw, V, L):
+    z = np.array(draw(st.lists(st.integers(0, V), min_size=L, max_size=L)))
+    raw = np.array(draw(st.lists(st.floats(0.01, 1.0), min_size=L * V, max_size=L * V))).reshape(L, V)
+    m = raw / raw.sum(1, keepdims=True)
+    m[z < V] = np.eye(V)[z[z < V]]
+    return z, m
+
+
+@given(st.integers(2, 4), st.integers(1, 7), st.data())
+def test_score_policies_reveal_lowest_scores(V, L, data):
+    z, m = _state_and_marg(data.draw, V, L)
+    k = int((z == V).sum())
+    c = data.draw(st.integers(0, L))
+    for pol in (policies.LeftToRight(), policies.TopK("confidence"), policies.TopK("entropy"), policies.TopK("margin"),
+                policies.FixedOrder(tuple(data.draw(st.permutations(range(L)))))):
+        sel = np.asarray(pol.select(jax.random.PRNGKey(0), jnp.asarray(z), jnp.asarray(m), c))
+        assert sel.sum() == min(c, k) and not np.any(sel & (z != V))
+        score = np.asarray(pol.score(jnp.asarray(z), jnp.asarray(m)))
+        masked = np.nonzero(z == V)[0]
+        order = masked[np.lexsort((masked, score[masked]))]  # by score, ties by position
+        assert set(np.nonzero(sel)[0]) == set(order[: min(c, k)])
+
+
+@given(st.integers(2, 3), st.integers(1, 6), st.data())
+def test_random_order_distribution_is_uniform(V, L, data):
+    zs, ms, cs = [], [], []
+    for _ in range(data.draw(st.integers(1, 4))):
+        z, m = _state_and_marg(data.draw, V, L)
+        zs.append(z), ms.append(m), cs.append(data.draw(st.integers(0, L)))
+    zs, ms, cs = np.array(zs), np.array(ms), np.array(cs)
+    parent, subsets, w = policies.RandomOrder().reveal_distribution(zs, ms, cs)
+    for b in range(len(zs)):
+        rows = parent == b
+        k = int((zs[b] == V).sum())
+        c = min(cs[b], k)
+        assert rows.sum() == comb(k, c)
+        assert np.allclose(w[rows], 1 / comb(k, c)) and abs(w[rows].sum() - 1) < 1e-12
+        assert np.all(subsets[rows].sum(1) == c) and not np.any(subsets[rows] & (zs[b] != V))
+        assert len({tuple(s) for s in subsets[rows]}) == comb(k, c)
+
+
+def test_topk_fixed_k_is_adaptive():
+    p = policies.TopK("confidence", k=2)
+    assert not p.uses_count
+    z = jnp.array([3, 3, 3, 0])
+    m = jnp.array([[0.2, 0.3, 0.5], [0.9, 0.05, 0.05], [0.6, 0.2, 0.2], [1.0, 0, 0]])
+    sel = np.asarray(p.select(jax.random.PRNGKey(0), z, m, 0))
+    assert sel.tolist() == [False, True, True, False]
+
+
+def test_proxies_by_hand():
+    m = jnp.array([[0.5, 0.5, 0.0], [0.7, 0.2, 0.1], [0.6, 0.4, 0.0]])
+    assert np.allclose(policies.proxy_score(m, "confidence"), [-0.5, -0.7, -0.6])
+    assert np.allclose(policies.proxy_score(m, "margin"), [0.0, -0.5, -0.2])
+    assert np.allclose(policies.proxy_score(m, "entropy")[0], np.log(2))
+
+
+def test_policy_bad_input():
+    with pytest.raises(ValueError, match="permutation"):
+        policies.FixedOrder((0, 0, 1))
+    with pytest.raises(ValueError, match="proxy"):
+        policies.TopK("perplexity")
+    with pytest.raises(ValueError, match="positive int"):
+        policies.TopK("entropy", k=0)

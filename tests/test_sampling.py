@@ -1,0 +1,162 @@
+"""The exact law of the sampler and the Monte-Carlo sampler."""
+import jax
+import numpy as np
+import pytest
+from hypothesis import assume, given, strategies as st
+from scipy.stats import chisquare
+
+from conftest import assert_close
+from strategies import joints, reveals, schedules_st, steps_st, value_blind_policies
+from theory import metrics, policies, schedules
+from theory.denoiser import exact_denoiser
+from theory.joint import Joint
+from theory.reference import reference_law
+from theory.sampling import exact_law, sample
+
+
+@given(joints(max_states=4**5), st.data())
+def test_one_token_per_step_generates_q(q, data):
+    """Revealing one token per step with the exact denoiser is exact, for value-blind policies."""
+    pol = data.draw(value_blind_policies(q.length))
+    law = exact_law(q, pol, counts=[1] * q.length)
+    assert np.max(np.abs(np.asarray(law.probs) - np.asarray(q.probs))) <= 1e-12
+    assert law.expected_nfe == pytest.approx(q.length, rel=1e-12)
+
+
+@given(joints(max_states=4**5), reveals)
+def test_one_step_generates_product_of_marginals(q, reveal):
+    law = exact_law(q, policies.RandomOrder(), 1, reveal=reveal)
+    m = np.asarray(q.marginals())
+    prod = m[0]
+    for i in range(1, q.length):
+        prod = np.multiply.outer(prod, m[i])
+    assert_close(law.probs, prod.reshape(-1), rtol=1e-12, atol=1e-15)
+
+
+@given(joints(max_states=4**4), st.data(), steps_st, reveals, schedules_st)
+def test_laws_are_distributions(q, data, N, reveal, sch):
+    pol = data.draw(value_blind_policies(q.length)) if reveal == "fixed" else policies.RandomOrder()
+    law = exact_law(q, pol, N, reveal=reveal, schedule=sch)
+    p = np.asarray(law.probs)
+    assert np.all(p >= 0)
+    assert abs(p.sum() - 1) <= 1e-12
+    assert metrics.kl(q.probs, p) >= -1e-14
+
+
+@given(joints(max_states=3**4, max_length=4), st.data(), st.sampled_from(["fixed", "bernoulli"]))
+def test_exact_law_equals_plain_reference(q, data, reveal):
+    """The vectorised engine against a pure-Python loop over partial states (no shared code)."""
+    N = data.draw(st.integers(1, 3))
+    sch = data.draw(schedules_st)
+    order = data.draw(st.sampled_from(["random", "left_to_right"])) if reveal == "fixed" else "random"
+    pol = policies.RandomOrder() if order == "random" else policies.LeftToRight()
+    law = exact_law(q, pol, N, reveal=reveal, schedule=sch)
+    kw = {"counts": schedules.fixed_counts(sch, N, q.length)} if reveal == "fixed" else {"reveal_probs": schedules.reveal_probs(sch, N)}
+    ref = reference_law(q.probs, q.vocab_size, q.length, order=order, **kw)
+    assert_close(law.probs, ref, rtol=1e-10, atol=1e-15)
+
+
+def _compositions_refinement(draw, L):
+    """A composition of L (counts) and a refinement of it that splits one step in two."""
+    cuts = sorted(draw(st.sets(st.integers(1, L - 1), max_size=L - 1))) if L > 1 else []
+    c = np.diff([0, *cuts, L]).tolist()
+    splittable = [i for i, k in enumerate(c) if k >= 2]
+    assume(splittable)
+    i = draw(st.sampled_from(splittable))
+    a = draw(st.integers(1, c[i] - 1))
+    return c, c[:i] + [a, c[i] - a] + c[i + 1:]
+
+
+@given(joints(max_states=4**5, min_length=2), st.data())
+def test_kl_nonincreasing_under_refinement(q, data):
+    """KL(q || p) >= 0 and does not increase when a step is split into two (random order, fixed counts).
+
+    Note: KL is NOT monotone in N for the rounded linear counts — see
+    test_kl_not_monotone_in_N_counterexample — because counts for N and N+1 need not nest.
+    """
+    c, c2 = _compositions_refinement(data.draw, q.length)
+    k1 = metrics.kl(q.probs, exact_law(q, None, counts=c).probs)
+    k2 = metrics.kl(q.probs, exact_law(q, None, counts=c2).probs)
+    assert k1 >= -1e-14
+    assert k2 <= k1 + 1e-12
+
+
+@given(joints(max_states=4**5, min_length=2), st.sampled_from([1, 2]))
+def test_kl_nonincreasing_when_doubling_steps(q, N):
+    """With the linear schedule and L divisible by 2N, N -> 2N splits every step: KL cannot rise."""
+    assume(q.length % (2 * N) == 0)
+    k1 = metrics.kl(q.probs, exact_law(q, None, N).probs)
+    k2 = metrics.kl(q.probs, exact_law(q, None, 2 * N).probs)
+    assert k2 <= k1 + 1e-12
+
+
+def test_kl_not_monotone_in_N_counterexample():
+    """Counter-example (found by exhaustive search over uniform supports of size <= 3, V=2, L=4):
+    q uniform on {0000, 0011, 1101}. Linear fixed counts: N=2 -> [2, 2], N=3 -> [1, 2, 1].
+    The two plans do not nest, and KL(q||p_3) > KL(q||p_2). Checked with the independent reference."""
+    q = Joint.from_support([[0, 0, 0, 0], [0, 0, 1, 1], [1, 1, 0, 1]], 2, 4)
+    assert schedules.fixed_counts(schedules.linear(), 2, 4).tolist() == [2, 2]
+    assert schedules.fixed_counts(schedules.linear(), 3, 4).tolist() == [1, 2, 1]
+    k2 = metrics.kl(q.probs, reference_law(q.probs, 2, 4, counts=[2, 2]))
+    k3 = metrics.kl(q.probs, reference_law(q.probs, 2, 4, counts=[1, 2, 1]))
+    assert k3 > k2 + 0.01
+    assert_close(metrics.kl(q.probs, exact_law(q, None, 3).probs), k3, rtol=1e-10)
+
+
+@given(joints(max_states=4**4), schedules_st, steps_st)
+def test_bernoulli_expected_nfe_closed_form(q, sch, N):
+    """E[NFE] = sum_n 1 - (1 - pi_n)^L, pi_n = alpha(s_n) - alpha(t_n) the chance a given token is revealed
+    at step n (reveal times are i.i.d. across tokens and independent of values)."""
+    a = schedules.alphas_on_grid(sch, N)
+    want = np.sum(1 - (1 - np.diff(a)) ** q.length)
+    law = exact_law(q, None, N, reveal="bernoulli", schedule=sch)
+    assert law.expected_nfe == pytest.approx(want, rel=1e-10, abs=1e-12)
+
+
+def test_fixed_nfe_counts_nonempty_steps():
+    q = Joint(np.full(8, 1 / 8), 2, 3)
+    law = exact_law(q, None, counts=[1, 0, 2])
+    assert law.expected_nfe == pytest.approx(2.0)
+
+
+def test_monte_carlo_matches_exact_law_chisquare():
+    """Chi-square goodness of fit over all V**L outcomes, fixed seed, level alpha = 1e-3."""
+    q = Joint.from_unnormalized(np.arange(1, 17, dtype=np.float64) ** 1.5, 2, 4)
+    den = exact_denoiser(q)
+    num = 40000
+    for reveal, pol in (("fixed", policies.RandomOrder()), ("bernoulli", policies.RandomOrder()),
+                        ("fixed", policies.TopK("margin"))):
+        law = np.asarray(exact_law(q, pol, 2, reveal=reveal, schedule=schedules.cosine()).probs)
+        s = sample(jax.random.PRNGKey(7), den, pol, 2, num=num, reveal=reveal, schedule=schedules.cosine())
+        counts = np.bincount(np.asarray(s.tokens) @ np.array([8, 4, 2, 1]), minlength=16)
+        keep = law > 0
+        assert counts[~keep].sum() == 0
+        assert chisquare(counts[keep], num * law[keep] / law[keep].sum()).pvalue > 1e-3, (reveal, pol)
+
+
+def test_sample_is_independent_of_batch_size():
+    q = Joint.from_unnormalized(np.arange(1, 9, dtype=np.float64), 2, 3)
+    den = exact_denoiser(q)
+    a = sample(jax.random.PRNGKey(3), den, None, 2, num=10)
+    b = sample(jax.random.PRNGKey(3), den, None, 2, num=10, batch_size=3)
+    assert np.array_equal(np.asarray(a.tokens), np.asarray(b.tokens))
+    assert np.array_equal(np.asarray(a.nfe), np.asarray(b.nfe))
+
+
+def test_sampling_bad_input():
+    q = Joint(np.full(4, 0.25), 2, 2)
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        exact_law(q, None, 0)
+    with pytest.raises(ValueError, match="reveal"):
+        exact_law(q, None, 2, reveal="gumbel")
+    with pytest.raises(ValueError, match="sum to the length"):
+        exact_law(q, None, counts=[1, 2])
+    with pytest.raises(ValueError, match="pass steps"):
+        exact_law(q, None)
+    with pytest.raises(ValueError, match="num"):
+        sample(jax.random.PRNGKey(0), exact_denoiser(q), None, 2, num=0)
+    with pytest.raises(TypeError, match="marginals"):
+        sample(jax.random.PRNGKey(0), object(), None, 2, num=3)
+    big = Joint(np.full(2**12, 2.0**-12), 2, 12)
+    with pytest.raises(ValueError, match=r"(?s)needs|would need.*Monte-Carlo"):
+        exact_law(big, None, 2, max_bytes=2**20)
