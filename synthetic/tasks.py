@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from functools import lru_cache, partial
 from typing import Callable
 
 import jax
@@ -127,19 +128,22 @@ class SupportDenoiser:
         object.__setattr__(self, "length", joint.length)
 
     def marginals(self, states) -> jax.Array:
-        V = self.vocab_size
-        seqs = jnp.asarray(self.joint.sequences)  # (K, L)
-        w = as_f64(self.joint.weights, "SparseJoint.weights")  # (K,)
-        onehot = jax.nn.one_hot(seqs, V, dtype=jnp.float64)  # (K, L, V)
-        states = jnp.asarray(states)
-        masked = states == V  # (B, L)
-        agree = masked[:, None, :] | (states[:, None, :] == seqs[None, :, :])  # (B, K, L)
-        wk = jnp.where(jnp.all(agree, axis=-1), w[None, :], 0.0)  # (B, K)
-        num = jnp.einsum("bk,klv->blv", wk, onehot)  # (B, L, V)
-        den = wk.sum(-1)[:, None, None]  # (B, 1, 1)
-        cond = jnp.where(den > 0, num / jnp.where(den > 0, den, 1.0), 1.0 / V)
-        vis = jax.nn.one_hot(jnp.where(masked, 0, states), V, dtype=jnp.float64)
-        return jnp.where(masked[..., None], cond, vis)
+        return _support_marginals(jnp.asarray(self.joint.sequences), as_f64(self.joint.weights, "SparseJoint.weights"),
+                                  jnp.asarray(states), self.vocab_size)
+
+
+@partial(jax.jit, static_argnames="V")
+def _support_marginals(seqs, w, states, V):
+    """seqs (K, L), w (K,), states (B, L) -> (B, L, V)."""
+    onehot = jax.nn.one_hot(seqs, V, dtype=jnp.float64)  # (K, L, V)
+    masked = states == V  # (B, L)
+    agree = masked[:, None, :] | (states[:, None, :] == seqs[None, :, :])  # (B, K, L)
+    wk = jnp.where(jnp.all(agree, axis=-1), w[None, :], 0.0)  # (B, K)
+    num = jnp.einsum("bk,klv->blv", wk, onehot)  # (B, L, V)
+    den = wk.sum(-1)[:, None, None]  # (B, 1, 1)
+    cond = jnp.where(den > 0, num / jnp.where(den > 0, den, 1.0), 1.0 / V)
+    vis = jax.nn.one_hot(jnp.where(masked, 0, states), V, dtype=jnp.float64)
+    return jnp.where(masked[..., None], cond, vis)
 
 
 # ================================ tasks ==============================================================
@@ -214,15 +218,23 @@ def copy_pairs_task(length: int) -> Task:
 
 
 # ---- 4x4 Sudoku -------------------------------------------------------------------------------------
+@lru_cache(maxsize=1)
+def _solutions() -> np.ndarray:
+    rows = np.array(list(itertools.permutations(range(4))), dtype=np.int64)  # (24, 4)
+    # rows 0 and 1 must differ in every column and fill each top box: filter pairs first, then all four
+    idx = np.array(list(itertools.product(range(24), repeat=2)))
+    top = np.concatenate([rows[idx[:, 0]], rows[idx[:, 1]]], 1)  # (576, 8)
+    ok = np.all(top[:, :4] != top[:, 4:], 1)
+    ok &= np.all(np.sort(top[:, [0, 1, 4, 5]], 1) == np.arange(4), 1) & np.all(np.sort(top[:, [2, 3, 6, 7]], 1) == np.arange(4), 1)
+    top = top[ok]  # (96, 8)
+    grids = np.concatenate([np.repeat(top, len(top), 0), np.tile(top, (len(top), 1))], 1)  # (9216, 16)
+    grids = grids[sudoku_valid(grids)]
+    return grids[np.lexsort(grids.T[::-1])]
+
+
 def sudoku_solutions() -> np.ndarray:
     """All 288 valid 4x4 Sudoku grids (values 0..3), shape (288, 16), row-major cells, sorted."""
-    rows = list(itertools.permutations(range(4)))
-    out = []
-    for r0, r1, r2, r3 in itertools.product(rows, repeat=4):
-        g = np.array([r0, r1, r2, r3])
-        if sudoku_valid(g.reshape(1, 16))[0]:
-            out.append(g.reshape(16))
-    return np.array(out, dtype=np.int64)
+    return _solutions().copy()
 
 
 def sudoku_valid(grids) -> np.ndarray:
@@ -302,7 +314,7 @@ def smoothed(denoiser, eps: float) -> FunctionDenoiser:
     if not 0 <= eps < 1:
         raise ValueError(f"eps must be in [0, 1), got {eps}.")
     V = denoiser.vocab_size
-    return FunctionDenoiser(lambda s: (1.0 - eps) * denoiser.marginals(s) + eps / V, V, denoiser.length)
+    return FunctionDenoiser(jax.jit(lambda s: (1.0 - eps) * denoiser.marginals(s) + eps / V), V, denoiser.length)
 
 
 def tempered(denoiser, temperature: float) -> FunctionDenoiser:
@@ -316,7 +328,7 @@ def tempered(denoiser, temperature: float) -> FunctionDenoiser:
         logq = jnp.where(q > 0, jnp.log(jnp.where(q > 0, q, 1.0)) / temperature, -jnp.inf)
         return jax.nn.softmax(logq, axis=-1)
 
-    return FunctionDenoiser(fn, denoiser.vocab_size, denoiser.length)
+    return FunctionDenoiser(jax.jit(fn), denoiser.vocab_size, denoiser.length)
 
 
 __all__ = [

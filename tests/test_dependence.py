@@ -67,12 +67,14 @@ def _marginal_entropy(joint, A):
 
 
 # ---- reveal-set entropies -----------------------------------------------------------------------------
-@given(joints(max_states=4**5), seeds)
+@given(joints(max_states=4**4), seeds)
 def test_reveal_set_entropies_match_bruteforce(q, seed):
     V, L = q.vocab_size, q.length
     rng = np.random.default_rng(seed)
     ex = exact_denoiser(q)
-    x = np.asarray(q.sample(jax.random.PRNGKey(seed), 6))  # visible values from q's support
+    from theory.states import decode_sequence
+
+    x = decode_sequence(rng.choice(q.size, size=6, p=np.asarray(q.probs)), V, L)  # values from q's support
     masks = rng.random((6, L)) < 0.6
     masks[np.arange(6), rng.integers(L, size=6)] = True  # at least one masked position
     z = np.where(masks, V, x)
@@ -135,7 +137,7 @@ def test_kl_bounded_by_model_plus_dependence(data):
     assert_close(ps["tokens"].sum(), float(L), rtol=1e-10)  # every token revealed once along q_phi
 
 
-@given(joints(max_states=4**5), st.data())
+@given(joints(max_states=4**4), st.data())
 def test_fixed_order_dependence_chain_rule(q, data):
     """Fixed order, fixed counts: q_phi = q, blocks B_i fixed, so by the chain rule
     dependence = sum_i sum_{l in B_i} H(x_l | x_{B_<i}) - H(q), and KL(q || p) equals it (exact model)."""
