@@ -47,7 +47,7 @@ def build_tasks(quick: bool, seed: int):
     return [
         ("markov", tasks.markov_task(key, 3, 8, concentration=0.5), "exact"),
         ("copy_pairs", tasks.copy_pairs_task(8), "exact"),
-        ("sudoku", tasks.sudoku_task(num_blanks=9, seed=seed, min_solutions=4), "exact"),
+        ("sudoku", tasks.sudoku_task(num_blanks=8, seed=seed, min_solutions=3), "exact"),
         ("sudoku_mc", tasks.sudoku_task(np.full(16, -1)), "mc"),
     ]
 
@@ -135,7 +135,7 @@ def main(argv=None):
     from theory import policies
 
     eps = 0.05
-    num = 200 if args.quick else 4000
+    num = 200 if args.quick else 2000
     gammas = GAMMAS_QUICK if args.quick else GAMMAS
     configs = []
     for tname, task, method in build_tasks(args.quick, args.seed):

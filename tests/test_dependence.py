@@ -67,6 +67,7 @@ def _marginal_entropy(joint, A):
 
 
 # ---- reveal-set entropies -----------------------------------------------------------------------------
+@settings(max_examples=15)
 @given(joints(max_states=4**4), seeds)
 def test_reveal_set_entropies_match_bruteforce(q, seed):
     V, L = q.vocab_size, q.length
@@ -115,7 +116,7 @@ def policy_cases(draw, L):
     return pol, reveal, steps
 
 
-@settings(max_examples=40)
+@settings(max_examples=30)
 @given(st.data())
 def test_kl_bounded_by_model_plus_dependence(data):
     q = data.draw(joints(max_states=4**4, max_length=4))
@@ -137,6 +138,7 @@ def test_kl_bounded_by_model_plus_dependence(data):
     assert_close(ps["tokens"].sum(), float(L), rtol=1e-10)  # every token revealed once along q_phi
 
 
+@settings(max_examples=15)
 @given(joints(max_states=4**4), st.data())
 def test_fixed_order_dependence_chain_rule(q, data):
     """Fixed order, fixed counts: q_phi = q, blocks B_i fixed, so by the chain rule

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import assert_close
@@ -77,6 +77,7 @@ def test_eb_is_largest_valid_prefix(sm, gamma, proxy):
         np.testing.assert_array_equal(got, _bruteforce_eb(z, m, gamma, proxy))
 
 
+@settings(max_examples=10)
 @given(masked_marginals(max_batch=8), eb_gammas, any_proxy)
 def test_batched_select_equals_per_example(sm, gamma, proxy):
     states, marg = sm
@@ -123,6 +124,7 @@ def test_gamma_inf_reveals_all(sm, proxy):
         np.testing.assert_array_equal(sel, z == V)
 
 
+@settings(max_examples=8)
 @given(joints(max_states=4**4), any_proxy)
 def test_exact_law_limits(q, proxy):
     """gamma = inf: one step, the product of the marginals. gamma = 0 with the exact denoiser: each step
