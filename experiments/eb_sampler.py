@@ -40,12 +40,12 @@ def build_tasks(quick: bool, seed: int):
     key = jax.random.PRNGKey(seed)
     if quick:
         return [
-            ("markov", tasks.markov_task(key, 3, 4, concentration=0.5), "exact"),
+            ("markov", tasks.markov_task(key, 3, 4, concentration=0.5, forbid=0.6), "exact"),
             ("sudoku", tasks.sudoku_task(num_blanks=5, seed=seed, min_solutions=2), "exact"),
             ("sudoku_mc", tasks.sudoku_task(num_blanks=8, seed=seed, min_solutions=2), "mc"),
         ]
     return [
-        ("markov", tasks.markov_task(key, 3, 8, concentration=0.5), "exact"),
+        ("markov", tasks.markov_task(key, 4, 7, concentration=0.5, forbid=0.5), "exact"),
         ("copy_pairs", tasks.copy_pairs_task(8), "exact"),
         ("sudoku", tasks.sudoku_task(num_blanks=8, seed=seed, min_solutions=3), "exact"),
         ("sudoku_mc", tasks.sudoku_task(np.full(16, -1)), "mc"),
