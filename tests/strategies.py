@@ -72,6 +72,70 @@ def value_blind_policies(draw, length: int):
 any_proxy = st.sampled_from(list(policies.PROXIES))
 
 
+# ---- issue 3: structured languages (Markov / n-gram / HMM) for synthetic.markov -------------------
+def _sparsify(rng, p, keep_prob=0.6):
+    """Zero random entries of each row of a stochastic array (..., V), keeping >= 1 per row; renormalise."""
+    keep = rng.random(p.shape) < keep_prob
+    flat = keep.reshape(-1, p.shape[-1])
+    flat[np.arange(flat.shape[0]), rng.integers(p.shape[-1], size=flat.shape[0])] = True
+    q = p * flat.reshape(p.shape)
+    return q / q.sum(-1, keepdims=True)
+
+
+def fibonacci_ngram(vocab_size: int, length: int):
+    """Deterministic trigram x_i = x_{i-1} + x_{i-2} mod V with uniform (x_0, x_1)."""
+    V = vocab_size
+    a, b, c = np.meshgrid(np.arange(V), np.arange(V), np.arange(V), indexing="ij")
+    cond = (c == (a + b) % V).astype(np.float64)
+    return languages.NGram(np.full(V * V, 1.0 / (V * V)), cond, length)
+
+
+@st.composite
+def structured_languages(draw, max_states: int = 3**7, max_length: int = 7):
+    """A random MarkovChain, NGram (n = 2, 3) or HMM with (V+1)**L <= max_states (enumerable).
+
+    Options: sparse (random zero transitions/emissions) or deterministic (Fibonacci mod V trigram,
+    permutation Markov chain), so that some partial states have probability 0.
+    """
+    kind = draw(st.sampled_from(["markov", "ngram2", "ngram3", "hmm"]))
+    min_length = 3 if kind == "ngram3" else 1
+    V, L = draw(vocab_length(max_states, min_length, max_length))
+    seed = draw(seeds)
+    key = jax.random.PRNGKey(seed)
+    conc = draw(concentrations)
+    rng = np.random.default_rng(seed)
+    special = draw(st.sampled_from(["dense", "sparse", "deterministic"]))
+    if kind == "markov":
+        lang = languages.random_markov(key, V, L, conc)
+        if special == "sparse":
+            lang = languages.MarkovChain(_sparsify(rng, lang.init), _sparsify(rng, lang.trans), L)
+        elif special == "deterministic":
+            lang = languages.MarkovChain(lang.init, np.eye(V)[rng.permutation(V)], L)
+        return lang
+    if kind in ("ngram2", "ngram3"):
+        n = 2 if kind == "ngram2" else 3
+        if special == "deterministic" and n == 3:
+            return fibonacci_ngram(V, L)
+        lang = languages.random_ngram(key, V, n, L, conc)
+        if special != "dense":
+            lang = languages.NGram(_sparsify(rng, lang.init), _sparsify(rng, lang.cond, 0.4 if special == "deterministic" else 0.6), L)
+        return lang
+    H = draw(st.integers(1, 3))
+    lang = languages.random_hmm(key, H, V, L, conc)
+    if special != "dense":
+        lang = languages.HMM(lang.init, _sparsify(rng, lang.trans), _sparsify(rng, lang.emit), L)
+    return lang
+# ---- issue 6: learned denoisers ------------------------------------------------------------------
+model_kinds = st.sampled_from(["transformer", "tabular", "lowrank"])
+
+
+@st.composite
+def partial_state_batches(draw, vocab_size: int, length: int, batch: int | None = None, max_batch: int = 8):
+    """A batch (B, L) of partial states with entries in 0..V (V = mask), as int64 numpy (B = batch if given)."""
+    B = batch if batch is not None else draw(st.integers(1, max_batch))
+    flat = draw(st.lists(st.integers(0, vocab_size), min_size=B * length, max_size=B * length))
+    return np.asarray(flat, dtype=np.int64).reshape(B, length)
+
 # ---- issue 5 (BenHamu2025: EB sampler, error decomposition, tasks) --------------------------------
 eb_gammas = st.sampled_from([0.0, 1e-3, 0.01, 0.1, 0.25, 0.5, 1.0, 1.5, float("inf")])
 

@@ -157,6 +157,10 @@ def test_sampling_bad_input():
         sample(jax.random.PRNGKey(0), exact_denoiser(q), None, 2, num=0)
     with pytest.raises(TypeError, match="marginals"):
         sample(jax.random.PRNGKey(0), object(), None, 2, num=3)
+    from theory.denoiser import FunctionDenoiser
+    other = FunctionDenoiser(lambda z: np.full(z.shape + (2,), 0.5), 2, 3)
+    with pytest.raises(ValueError, match="length = 3 but 2 was asked"):
+        exact_law(q, None, 2, denoiser=other)
     big = Joint(np.full(2**12, 2.0**-12), 2, 12)
     with pytest.raises(ValueError, match=r"(?s)needs|would need.*Monte-Carlo"):
         exact_law(big, None, 2, max_bytes=2**20)

@@ -15,6 +15,15 @@ themselves, e.g. fixed-k Top-k or entropy-bounded; the sampler then runs until n
 ``deterministic`` (the reveal set is a function of (state, marginals, count); the default
 ``reveal_distribution`` then calls ``select`` once per row).
 
+Optional third face, ``order(key, length) -> (L,) int32``: a permutation of the positions, for policies
+whose reveal set is always the first ``count`` still-masked positions of an order fixed for the whole
+run (drawn once per sample from ``key`` if random). The Monte-Carlo sampler then reveals
+``order[r : r + count]`` (r = tokens revealed so far) instead of calling ``select`` at every step, and
+asks the denoiser only for those positions. For :class:`RandomOrder` this is the same law (the
+not-yet-revealed part of a uniform permutation is a uniform order of the masked positions, whatever
+the counts); :class:`LeftToRight` and :class:`FixedOrder` are deterministic. Subclasses that change
+``select`` or ``score`` must not inherit ``order`` (set ``order = None``).
+
 Deterministic policies rank masked positions by a score (lower is revealed first) with ties broken
 by position (stable sort), and reveal the first ``count``. To add a policy, subclass
 :class:`ScorePolicy` and implement ``score``, or implement the two methods directly.
@@ -133,6 +142,21 @@ class RandomOrder(Policy):
         u = jax.random.uniform(key, state.shape, dtype=jnp.float64)
         return reveal_by_score(u, state == marginals.shape[-1], count)
 
+    def order(self, key, length: int):
+        """A uniform random permutation of the positions (revealed in this order), (L,) int32.
+
+        One sort of 64-bit keys: random high bits with the position packed into the low
+        ceil(log2 L) bits (so the sort needs no index payload and keys are distinct). Two positions
+        tie in their random bits with probability <= L**2 / 2**(65 - ceil(log2 L)) per sequence
+        (< 3e-9 at L = 4096; ties go by position), the same order as the float64 uniforms of
+        ``select``. Several times faster on CPU than ``jax.random.permutation``.
+        """
+        nbits = max(1, int(np.ceil(np.log2(max(length, 2)))))
+        low = np.uint64((1 << nbits) - 1)
+        r = jax.random.bits(key, (length,), dtype=jnp.uint64)
+        packed = (r & ~low) | jnp.arange(length, dtype=jnp.uint64)
+        return (jax.lax.sort(packed) & low).astype(jnp.int32)
+
     def reveal_distribution(self, states, marginals, counts):
         states = np.asarray(states)
         counts = np.asarray(counts)
@@ -164,6 +188,9 @@ class LeftToRight(ScorePolicy):
     def score(self, state, marginals):
         return jnp.arange(state.shape[-1], dtype=jnp.float64)
 
+    def order(self, key, length: int):
+        return jnp.arange(length, dtype=jnp.int32)
+
 
 @dataclass(frozen=True)
 class FixedOrder(ScorePolicy):
@@ -183,6 +210,11 @@ class FixedOrder(ScorePolicy):
         rank = np.empty(len(self.perm))
         rank[list(self.perm)] = np.arange(len(self.perm))
         return jnp.asarray(rank, dtype=jnp.float64)
+
+    def order(self, key, length: int):
+        if length != len(self.perm):
+            raise ValueError(f"FixedOrder was built for L = {len(self.perm)}, used with L = {length}.")
+        return jnp.asarray(self.perm, dtype=jnp.int32)
 
 
 @dataclass(frozen=True)
