@@ -138,6 +138,38 @@ def partial_state_batches(draw, vocab_size: int, length: int, batch: int | None 
     flat = draw(st.lists(st.integers(0, vocab_size), min_size=B * length, max_size=B * length))
     return np.asarray(flat, dtype=np.int64).reshape(B, length)
 
+# ---- issue 5 (BenHamu2025: EB sampler, error decomposition, tasks) --------------------------------
+eb_gammas = st.sampled_from([0.0, 1e-3, 0.01, 0.1, 0.25, 0.5, 1.0, 1.5, float("inf")])
+
+
+@st.composite
+def masked_marginals(draw, max_batch: int = 6, max_length: int = 8):
+    """(states (B, L) with entries in 0..V, marginals (B, L, V)) as a denoiser would give them:
+    Dirichlet rows at masked positions (some one-hot: zero entropy), one-hot at visible ones."""
+    V = draw(st.sampled_from([2, 3, 5]))  # few distinct shapes: JAX compiles once per shape
+    L = draw(st.sampled_from([n for n in (1, 3, 5, 8) if n <= max_length]))
+    B = draw(st.sampled_from([n for n in (1, 4, 6) if n <= max_batch]))
+    rng = np.random.default_rng(draw(seeds))
+    conc = draw(concentrations)
+    m = rng.dirichlet(np.full(V, conc), size=(B, L))  # (B, L, V)
+    onehot_rows = rng.random((B, L)) < draw(st.sampled_from([0.0, 0.3, 0.7]))
+    m[onehot_rows] = np.eye(V)[rng.integers(V, size=int(onehot_rows.sum()))]
+    masked = rng.random((B, L)) < draw(st.sampled_from([0.5, 0.9, 1.0]))
+    vals = rng.integers(V, size=(B, L))
+    states = np.where(masked, V, vals)
+    m = np.where(masked[..., None], m, np.eye(V)[vals])
+    return states.astype(np.int64), m
+
+
+def perturbed_table(joint, seed: int, eps: float):
+    """Conditionals table ((V+1)**L, L, V) = (1 - eps) q + eps r, r a random positive law per row."""
+    from theory.denoiser import exact_denoiser
+
+    V, L = joint.vocab_size, joint.length
+    t = np.asarray(exact_denoiser(joint).table())
+    r = np.random.default_rng(seed).dirichlet(np.ones(V), size=t.shape[:2])
+    return (1.0 - eps) * t + eps * r
+
 
 # --- issue 4: Feng2025 -------------------------------------------------------------------------------
 @st.composite

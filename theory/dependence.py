@@ -31,7 +31,7 @@ from .denoiser import exact_denoiser
 from .joint import Joint
 from .metrics import kl
 from .policies import token_entropy
-from .sampling import exact_law, reveal_children
+from .sampling import batched_marginals, exact_law, reveal_children
 
 
 def _xlogx(p):
@@ -77,7 +77,7 @@ class ErrorDecomposition:
     ``per_step`` columns: step, p_reveal (prob. the step reveals something), model_error, dependence
     (total correlation), entropy_bound (sum H - max H), tokens (expected revealed). Totals: ``kl``
     (exact KL(q || p) of the sampler's law), ``model_error``, ``dependence``, ``entropy_bound``,
-    ``bound`` = model_error + dependence, ``expected_nfe`` (of the sampler).
+    ``bound`` = model_error + dependence, ``expected_nfe`` (of the sampler), ``law`` (its exact Law).
     """
 
     per_step: pd.DataFrame
@@ -86,6 +86,7 @@ class ErrorDecomposition:
     dependence: float
     entropy_bound: float
     expected_nfe: float
+    law: object = None  # the sampler's exact Law (theory.sampling.Law)
 
     @property
     def bound(self) -> float:
@@ -117,7 +118,7 @@ def error_decomposition(joint: Joint, policy=None, steps=None, *, denoiser=None,
         if model is ex:
             me = np.zeros(len(parent))
         else:
-            qm = np.asarray(ex.marginals(states))[parent]  # (R, L, V)
+            qm = batched_marginals(ex, states)[parent]  # (R, L, V)
             pm = marg[parent]
             kl_pos = np.sum(_xlogx(qm) - np.where(qm > 0, qm * np.log(np.where(pm > 0, pm, 1e-300)), 0.0), -1)
             kl_pos = np.where(np.any((qm > 0) & (pm == 0), -1), np.inf, kl_pos)
@@ -142,6 +143,7 @@ def error_decomposition(joint: Joint, policy=None, steps=None, *, denoiser=None,
         dependence=float(df["dependence"].sum()),
         entropy_bound=float(df["entropy_bound"].sum()),
         expected_nfe=law.expected_nfe,
+        law=law,
     )
 
 

@@ -250,3 +250,96 @@ def check_policy(policy) -> None:
     for attr in ("select", "reveal_distribution"):
         if not callable(getattr(policy, attr, None)):
             raise TypeError(f"a policy needs a `{attr}` method; {type(policy).__name__} has none (see theory.policies).")
+
+
+# ---- issue 5: entropy-bounded unmasking (BenHamu2025) ---------------------------------------------
+def eb_count(entropies_sorted, valid_sorted, gamma):
+    """Number of tokens the EB rule reveals, given entropies in the proxy's order (best first).
+
+    ``entropies_sorted`` (L,) nats, ``valid_sorted`` (L,) bool (masked positions; they must form a
+    prefix). Returns the length of the largest prefix U with sum_U H - max_U H <= gamma (cumulative sum
+    and running max along the order), at least 1 if any position is valid (BenHamu2025, EB rule).
+    JAX-traceable; single example.
+    """
+    h = jnp.where(valid_sorted, entropies_sorted, 0.0)
+    excess = jnp.cumsum(h) - jax.lax.cummax(h, axis=0)  # (L,) sum_U H - max_U H of each prefix
+    ok = valid_sorted & (excess <= gamma)
+    n_ok = jnp.sum(jnp.cumprod(ok.astype(jnp.int32)))  # leading run of valid prefixes
+    return jnp.where(jnp.any(valid_sorted), jnp.maximum(n_ok, 1), 0)
+
+
+@dataclass(frozen=True, eq=False)
+class EntropyBounded(Policy):
+    """BenHamu2025's entropy-bounded (EB) sampler: an adaptive, deterministic reveal rule.
+
+    Sort the masked positions by ``proxy`` ("entropy", "confidence" or "margin"; best first, ties by
+    position) and reveal the largest prefix U with  sum_{l in U} H_l - max_{l in U} H_l <= gamma,
+    H_l the entropy in nats of the denoiser's marginal at l (running max along the proxy's order);
+    always at least one token. ``gamma = 0``: one positive-entropy token per step plus the zero-entropy
+    tokens around it in the order; ``gamma = inf``: every masked token at once. ``uses_count`` is False
+    (the sampler runs until no mask is left; the schedule's count is ignored).
+
+    The left side bounds the step's joint-dependence error (total correlation) sum H_l - H(x_U | z),
+    see :mod:`theory.dependence`.
+    """
+
+    gamma: float
+    proxy: str = "entropy"
+
+    uses_count = False
+    deterministic = True
+
+    def __post_init__(self):
+        _check_proxy(self.proxy)
+        if isinstance(self.gamma, bool):
+            raise TypeError("EntropyBounded gamma must be a non-negative float (nats), got a bool.")
+        try:
+            g = float(self.gamma)
+        except (TypeError, ValueError):
+            raise TypeError(f"EntropyBounded gamma must be a non-negative float (nats), got {self.gamma!r}.") from None
+        if not g >= 0:  # also refuses NaN
+            raise ValueError(f"EntropyBounded gamma must be >= 0 (nats; use float('inf') to reveal all), got {self.gamma!r}.")
+        object.__setattr__(self, "gamma", g)
+
+    def count(self, state, marginals):
+        """How many tokens this step reveals (traced int). (L,), (L, V) -> ()."""
+        masked = state == marginals.shape[-1]
+        s = jnp.where(masked, proxy_score(marginals, self.proxy), jnp.inf)
+        order = jnp.argsort(s, stable=True)  # masked positions first, best proxy first
+        return eb_count(token_entropy(marginals)[order], masked[order], self.gamma)
+
+    def select(self, key, state, marginals, count):
+        masked = state == marginals.shape[-1]
+        score = proxy_score(marginals, self.proxy)
+        return reveal_by_score(score, masked, self.count(state, marginals))
+
+    def reveal_distribution(self, states, marginals, counts):
+        """One reveal set per row (deterministic), computed by the jitted, vmapped ``select``."""
+        states = np.asarray(states)
+        V = np.asarray(marginals).shape[-1]
+        marginals = np.asarray(marginals)
+        B, chunk = states.shape[0], 1024
+        sel = []
+        for a in range(0, B, chunk):  # fixed chunk, padded to a power of two: few jit compilations
+            st, mg = states[a:a + chunk], marginals[a:a + chunk]
+            b = st.shape[0]
+            pad = max(64, 1 << (b - 1).bit_length()) - b
+            st = np.concatenate([st, np.full((pad,) + st.shape[1:], V, st.dtype)])
+            mg = np.concatenate([mg, np.full((pad,) + mg.shape[1:], 1.0 / V)])
+            sel.append(np.asarray(_eb_select_batch(self.proxy, jnp.float64(self.gamma), jnp.asarray(st), jnp.asarray(mg)))[:b])
+        sel = np.concatenate(sel) if sel else np.zeros(states.shape, bool)
+        return np.arange(states.shape[0]), sel & (states == V), np.ones(states.shape[0])
+
+
+@partial(jax.jit, static_argnums=0)
+def _eb_select_batch(proxy, gamma, states, marginals):
+    """Batched EB select with a traced gamma (one compilation per proxy and batch shape)."""
+
+    def one(state, marg):
+        masked = state == marg.shape[-1]
+        score = proxy_score(marg, proxy)
+        order = jnp.argsort(jnp.where(masked, score, jnp.inf), stable=True)
+        n = eb_count(token_entropy(marg)[order], masked[order], gamma)
+        return reveal_by_score(score, masked, n)
+
+    return jax.vmap(one)(states, marginals)

@@ -1,0 +1,337 @@
+"""Tasks with a correctness check, for accuracy-versus-NFE experiments (BenHamu2025, issue 5).
+
+A :class:`Task` bundles a data distribution (exact conditionals), a correctness predicate and, when
+V**L is small, the enumerated :class:`theory.joint.Joint` (for exact laws and KL):
+
+* :func:`markov_task` — a random Markov language (``synthetic.languages.random_markov``) with some
+  transitions forbidden, so "correct" = "has positive probability under q" (1 - SER of Feng2025);
+* :func:`copy_pairs_task` — the copy-pairs worst case: L/2 blocks (a, a), a uniform on {0, 1}
+  (every pair is perfectly dependent, so parallel reveals inside a pair cost log 2 each);
+* :func:`sudoku_task` — 4x4 Sudoku completion from a clue set: V = 4, the positions are the blank
+  cells (row-major), q is uniform over the valid completions. It is held as a :class:`SparseJoint`
+  (a support list of K sequences with weights) whose exact denoiser :class:`SupportDenoiser`
+  compares each state's visible tokens with the (K, L) support array — V**L is never enumerated.
+
+Largest instances. :class:`SupportDenoiser` costs O(B K L V) time and O(B K) memory per call; the
+largest Sudoku instance, the empty 4x4 grid (L = 16 blanks, K = 288 solutions), runs with the
+Monte-Carlo sampler in a fraction of a second per thousand samples. Exact laws need the enumerated
+state space (V+1)**L = 5**L (``theory.sampling.exact_law``): up to about L = 10 blanks (5**10 states,
+~78 MB per table); :meth:`Task.joint` refuses larger instances.
+
+Imperfect models. :func:`smoothed` mixes a denoiser with the uniform law, p = (1 - eps) q + eps / V,
+so that the per-token KL(q || p) <= -log(1 - eps) (since p >= (1 - eps) q); :func:`tempered` raises
+the conditionals to the power 1 / T and renormalises (T < 1 over-confident, T > 1 under-confident).
+Both wrap any Denoiser and stay JAX-traceable.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from functools import lru_cache, partial
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from theory._checks import SCALABLE_HINT, as_f64, check_size, check_vocab_length, require_x64
+from theory.denoiser import FunctionDenoiser, check_denoiser, exact_denoiser
+from theory.joint import Joint, joint_bytes
+from theory.states import encode_sequence
+
+from . import languages
+
+
+# ================================ sparse joint =======================================================
+@dataclass(frozen=True, eq=False)
+class SparseJoint:
+    """A distribution given by its support list: ``sequences`` (K, L) distinct, ``weights`` (K,) summing to 1."""
+
+    sequences: np.ndarray
+    weights: np.ndarray
+    vocab_size: int
+    length: int
+
+    def __init__(self, sequences, vocab_size: int, length: int, weights=None):
+        V, L = check_vocab_length(vocab_size, length)
+        seqs = np.asarray(sequences)
+        if seqs.dtype.kind not in "iu":
+            raise TypeError(f"support sequences must be integers in 0..{V - 1}, got dtype {seqs.dtype}.")
+        seqs = seqs.astype(np.int64).reshape(-1, L) if seqs.size else np.zeros((0, L), np.int64)
+        if seqs.shape[0] == 0:
+            raise ValueError("a SparseJoint needs at least one supported sequence.")
+        if seqs.min() < 0 or seqs.max() >= V:
+            raise ValueError(f"support sequences must have tokens in 0..{V - 1} (no mask token).")
+        if len(np.unique(seqs, axis=0)) != len(seqs):
+            raise ValueError("support sequences must be distinct; merge duplicates by adding their weights.")
+        w = np.ones(len(seqs)) if weights is None else np.asarray(weights, dtype=np.float64)
+        if w.shape != (len(seqs),) or not np.all(np.isfinite(w)) or np.any(w <= 0):
+            raise ValueError(f"weights must be {len(seqs)} positive finite numbers (drop zero-weight sequences).")
+        object.__setattr__(self, "sequences", seqs)
+        object.__setattr__(self, "weights", w / w.sum())
+        object.__setattr__(self, "vocab_size", V)
+        object.__setattr__(self, "length", L)
+
+    @property
+    def num_support(self) -> int:
+        return int(self.sequences.shape[0])
+
+    def entropy(self) -> float:
+        """H(q) in nats."""
+        w = self.weights
+        return float(-np.sum(w * np.log(w)))
+
+    def contains(self, tokens) -> np.ndarray:
+        """Boolean (M,): each sequence of ``tokens`` (M, L) is in the support."""
+        t = np.asarray(tokens, dtype=np.int64).reshape(-1, self.length)
+        keys = {tuple(s) for s in self.sequences.tolist()}
+        return np.array([tuple(r) in keys for r in t.tolist()], dtype=bool)
+
+    def log_prob(self, tokens) -> np.ndarray:
+        """log q(x) for sequences (M, L); -inf outside the support."""
+        t = np.asarray(tokens, dtype=np.int64).reshape(-1, self.length)
+        lut = {tuple(s): np.log(w) for s, w in zip(self.sequences.tolist(), self.weights)}
+        return np.array([lut.get(tuple(r), -np.inf) for r in t.tolist()])
+
+    def to_joint(self, max_bytes: float | None = None) -> Joint:
+        """Enumerate into a dense :class:`Joint` over V**L (small L only)."""
+        V, L = self.vocab_size, self.length
+        check_size(joint_bytes(V, L), f"Enumerating this support list over V**L = {V}**{L}", max_bytes,
+                   "Use SupportDenoiser with the Monte-Carlo sampler theory.sampling.sample")
+        table = np.zeros(V**L)
+        np.add.at(table, encode_sequence(self.sequences, V), self.weights)
+        return Joint(table / table.sum(), V, L, max_bytes=max_bytes)
+
+    def denoiser(self) -> "SupportDenoiser":
+        return SupportDenoiser(self)
+
+
+@dataclass(frozen=True, eq=False)
+class SupportDenoiser:
+    """Exact conditionals of a :class:`SparseJoint` from its support list (V**L never enumerated).
+
+    For a state z, sequence k is consistent when it agrees with every visible token of z; then
+    q(x_i = v | z) = sum_k w_k [consistent_k] [x^k_i = v] / sum_k w_k [consistent_k]. States no
+    supported sequence is consistent with get the uniform 1/V at masked positions (the same documented
+    convention as :class:`theory.denoiser.ExactDenoiser`). JAX-traceable; cost O(B K L V).
+    """
+
+    joint: SparseJoint
+    vocab_size: int
+    length: int
+
+    def __init__(self, joint: SparseJoint):
+        if not isinstance(joint, SparseJoint):
+            raise TypeError(f"SupportDenoiser needs a SparseJoint, got {type(joint).__name__}.")
+        object.__setattr__(self, "joint", joint)
+        object.__setattr__(self, "vocab_size", joint.vocab_size)
+        object.__setattr__(self, "length", joint.length)
+
+    def marginals(self, states) -> jax.Array:
+        return _support_marginals(jnp.asarray(self.joint.sequences), as_f64(self.joint.weights, "SparseJoint.weights"),
+                                  jnp.asarray(states), self.vocab_size)
+
+
+@partial(jax.jit, static_argnames="V")
+def _support_marginals(seqs, w, states, V):
+    """seqs (K, L), w (K,), states (B, L) -> (B, L, V)."""
+    onehot = jax.nn.one_hot(seqs, V, dtype=jnp.float64)  # (K, L, V)
+    masked = states == V  # (B, L)
+    agree = masked[:, None, :] | (states[:, None, :] == seqs[None, :, :])  # (B, K, L)
+    wk = jnp.where(jnp.all(agree, axis=-1), w[None, :], 0.0)  # (B, K)
+    num = jnp.einsum("bk,klv->blv", wk, onehot)  # (B, L, V)
+    den = wk.sum(-1)[:, None, None]  # (B, 1, 1)
+    cond = jnp.where(den > 0, num / jnp.where(den > 0, den, 1.0), 1.0 / V)
+    vis = jax.nn.one_hot(jnp.where(masked, 0, states), V, dtype=jnp.float64)
+    return jnp.where(masked[..., None], cond, vis)
+
+
+# ================================ tasks ==============================================================
+@dataclass(frozen=True, eq=False)
+class Task:
+    """A task: ``name``, ``vocab_size``, ``length``, the exact ``denoiser`` of q, ``correct(tokens (M, L)) ->
+    (M,) bool``, ``log_prob(tokens) -> (M,)`` under q, and (optionally) ``sparse`` / a dense-joint builder."""
+
+    name: str
+    vocab_size: int
+    length: int
+    denoiser: object
+    correct: Callable
+    log_prob: Callable
+    _joint: Callable | None = None
+    sparse: SparseJoint | None = None
+    grid: np.ndarray | None = None  # Sudoku: the clue grid (16,), -1 at blanks
+
+    def joint(self, max_bytes: float | None = None) -> Joint:
+        """The enumerated Joint (for exact laws and KL); raises ValueError when (V+1)**L is too large."""
+        if self._joint is None:  # pragma: no cover - every built-in task has one
+            raise ValueError(f"task {self.name} has no enumerable joint.")
+        return self._joint(max_bytes)
+
+    def enumerable(self, max_states: int = 5**10) -> bool:
+        """True when exact laws are affordable: (V+1)**L <= max_states."""
+        return (self.vocab_size + 1) ** self.length <= max_states
+
+
+def _joint_task(name: str, q: Joint) -> Task:
+    support = np.asarray(q.probs) > 0
+
+    def correct(tokens):
+        return support[encode_sequence(np.asarray(tokens, dtype=np.int64), q.vocab_size)]
+
+    return Task(name, q.vocab_size, q.length, exact_denoiser(q), correct,
+                lambda t: np.asarray(q.log_prob(np.asarray(t))), lambda mb: q)
+
+
+def markov_task(key, vocab_size: int, length: int, concentration: float = 0.5, forbid: float = 0.3) -> Task:
+    """Random Markov language (``languages.random_markov``) with each transition forbidden with
+    probability ``forbid`` (at least two allowed per row when V >= 2; rows renormalised).
+
+    Correct = positive probability under q. Enumerated into a Joint (small V**L only).
+    """
+    require_x64("markov_task")
+    V, L = check_vocab_length(vocab_size, length)
+    if not 0 <= forbid < 1:
+        raise ValueError(f"forbid must be in [0, 1), got {forbid}.")
+    k1, k2 = jax.random.split(key)
+    m = languages.random_markov(k1, V, L, concentration)
+    rng = np.random.default_rng(np.asarray(jax.random.randint(k2, (), 0, 2**31 - 1)).item())
+    keep = rng.random((V, V)) >= forbid
+    for r in range(V):  # keep at least two tokens per row (no row becomes deterministic by accident)
+        if keep[r].sum() < 2:
+            keep[r, rng.choice(V, 2, replace=False)] = True
+    trans = np.asarray(m.trans) * keep
+    trans = trans / trans.sum(1, keepdims=True)
+    q = languages.MarkovChain(m.init, trans, L).joint()
+    return _joint_task(f"markov(V={V},L={L})", q)
+
+
+def copy_pairs_task(length: int) -> Task:
+    """Copy pairs: L/2 blocks (a, a), a uniform on {0, 1} (V = 2); q uniform over 2**(L/2) sequences."""
+    if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 2 or length % 2:
+        raise ValueError(f"copy_pairs_task needs an even length >= 2, got {length!r}.")
+    half = int(length) // 2
+    a = np.array(list(itertools.product([0, 1], repeat=half)), dtype=np.int64)  # (2**half, half)
+    seqs = np.repeat(a, 2, axis=1)  # (2**half, L): a_1 a_1 a_2 a_2 ...
+    q = Joint.from_support(seqs, 2, int(length))
+    return _joint_task(f"copy_pairs(L={length})", q)
+
+
+# ---- 4x4 Sudoku -------------------------------------------------------------------------------------
+@lru_cache(maxsize=1)
+def _solutions() -> np.ndarray:
+    rows = np.array(list(itertools.permutations(range(4))), dtype=np.int64)  # (24, 4)
+    # rows 0 and 1 must differ in every column and fill each top box: filter pairs first, then all four
+    idx = np.array(list(itertools.product(range(24), repeat=2)))
+    top = np.concatenate([rows[idx[:, 0]], rows[idx[:, 1]]], 1)  # (576, 8)
+    ok = np.all(top[:, :4] != top[:, 4:], 1)
+    ok &= np.all(np.sort(top[:, [0, 1, 4, 5]], 1) == np.arange(4), 1) & np.all(np.sort(top[:, [2, 3, 6, 7]], 1) == np.arange(4), 1)
+    top = top[ok]  # (96, 8)
+    grids = np.concatenate([np.repeat(top, len(top), 0), np.tile(top, (len(top), 1))], 1)  # (9216, 16)
+    grids = grids[sudoku_valid(grids)]
+    return grids[np.lexsort(grids.T[::-1])]
+
+
+def sudoku_solutions() -> np.ndarray:
+    """All 288 valid 4x4 Sudoku grids (values 0..3), shape (288, 16), row-major cells, sorted."""
+    return _solutions().copy()
+
+
+def sudoku_valid(grids) -> np.ndarray:
+    """Boolean (M,): each grid (M, 16) (values 0..3) has every row, column and 2x2 box a permutation."""
+    g = np.asarray(grids, dtype=np.int64).reshape(-1, 4, 4)
+    ok = np.ones(g.shape[0], dtype=bool)
+    full = np.arange(4)
+    for k in range(4):
+        ok &= np.all(np.sort(g[:, k, :], 1) == full, 1)
+        ok &= np.all(np.sort(g[:, :, k], 1) == full, 1)
+        bi, bj = divmod(k, 2)
+        ok &= np.all(np.sort(g[:, 2 * bi:2 * bi + 2, 2 * bj:2 * bj + 2].reshape(-1, 4), 1) == full, 1)
+    return ok
+
+
+def sudoku_task(clues=None, *, num_blanks: int | None = None, seed: int = 0, min_solutions: int = 2) -> Task:
+    """4x4 Sudoku completion: V = 4, L = number of blank cells, q uniform over the valid completions.
+
+    ``clues``: a dict {cell (0..15): value (0..3)} or a length-16 array with -1 at blanks. Or leave it
+    None and give ``num_blanks``: a solution and a blank set are drawn with ``seed`` among those with at
+    least ``min_solutions`` completions. ``correct`` = the completed grid is a valid Sudoku.
+    Represented sparsely (:class:`SparseJoint`, exact :class:`SupportDenoiser`); ``Task.joint`` enumerates
+    it when 4**L is small.
+    """
+    sols = sudoku_solutions()
+    if clues is None:
+        if num_blanks is None or not 1 <= int(num_blanks) <= 16:
+            raise ValueError("give clues, or num_blanks in 1..16.")
+        rng = np.random.default_rng(seed)
+        for _ in range(10_000):
+            sol = sols[rng.integers(len(sols))]
+            blanks = np.sort(rng.choice(16, int(num_blanks), replace=False))
+            grid = sol.copy()
+            grid[blanks] = -1
+            if _completions(sols, grid).shape[0] >= min_solutions:
+                break
+        else:
+            raise ValueError(f"no clue set with {num_blanks} blanks has >= {min_solutions} completions; lower min_solutions.")
+    else:
+        if isinstance(clues, dict):
+            grid = np.full(16, -1, dtype=np.int64)
+            for c, v in clues.items():
+                grid[int(c)] = int(v)
+        else:
+            grid = np.asarray(clues, dtype=np.int64).reshape(16)
+        if np.any((grid < -1) | (grid > 3)):
+            raise ValueError("clue values must be in 0..3 (-1 marks a blank).")
+    blanks = np.nonzero(grid < 0)[0]
+    if blanks.size == 0:
+        raise ValueError("the clue set leaves no blank cell.")
+    comp = _completions(sols, grid)
+    if comp.shape[0] == 0:
+        raise ValueError("the clue set has no valid completion.")
+    sparse = SparseJoint(comp[:, blanks], 4, int(blanks.size))
+    den = SupportDenoiser(sparse)
+
+    def correct(tokens):
+        t = np.asarray(tokens, dtype=np.int64).reshape(-1, blanks.size)
+        g = np.broadcast_to(grid, (t.shape[0], 16)).copy()
+        g[:, blanks] = t
+        return sudoku_valid(g)
+
+    task = Task(f"sudoku4(blanks={blanks.size},K={comp.shape[0]})", 4, int(blanks.size), den, correct,
+                sparse.log_prob, lambda mb: sparse.to_joint(mb), sparse, grid)
+    return task
+
+
+def _completions(sols: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    given = grid >= 0
+    return sols[np.all(sols[:, given] == grid[given], axis=1)]
+
+
+# ================================ imperfect denoisers ================================================
+def smoothed(denoiser, eps: float) -> FunctionDenoiser:
+    """p = (1 - eps) q + eps / V at masked positions; per-token KL(q || p) <= -log(1 - eps)."""
+    check_denoiser(denoiser)
+    if not 0 <= eps < 1:
+        raise ValueError(f"eps must be in [0, 1), got {eps}.")
+    V = denoiser.vocab_size
+    return FunctionDenoiser(jax.jit(lambda s: (1.0 - eps) * denoiser.marginals(s) + eps / V), V, denoiser.length)
+
+
+def tempered(denoiser, temperature: float) -> FunctionDenoiser:
+    """p proportional to q ** (1 / T) at masked positions (zeros stay zero); T < 1 over-confident."""
+    check_denoiser(denoiser)
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}.")
+
+    def fn(states):
+        q = denoiser.marginals(states)
+        logq = jnp.where(q > 0, jnp.log(jnp.where(q > 0, q, 1.0)) / temperature, -jnp.inf)
+        return jax.nn.softmax(logq, axis=-1)
+
+    return FunctionDenoiser(jax.jit(fn), denoiser.vocab_size, denoiser.length)
+
+
+__all__ = [
+    "SparseJoint", "SupportDenoiser", "Task", "copy_pairs_task", "markov_task", "smoothed", "sudoku_solutions",
+    "sudoku_task", "sudoku_valid", "tempered",
+]
