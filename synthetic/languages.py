@@ -209,3 +209,82 @@ def random_hmm(key, num_hidden: int, vocab_size: int, length: int, concentration
         _dirichlet(k3, concentration, (num_hidden, vocab_size)),
         L,
     )
+
+
+# --- issue 4: Feng2025 worst cases ----------------------------------------------------------------
+# (the worst-case languages themselves live in synthetic/worst_case.py; this is the full-support n-gram
+#  family with a controlled entropy rate used for Feng2025's TER experiments)
+def _row_with_entropy(logits: np.ndarray, target: float, tol: float = 1e-13) -> np.ndarray:
+    """softmax(beta * logits) with beta >= 0 chosen by bisection so that its entropy (nats) is ``target``.
+
+    H(softmax(beta g)) decreases monotonically from log V (beta = 0) since dH/dbeta = -beta Var_p(g) <= 0.
+    """
+    def row(beta):
+        z = beta * (logits - logits.max())
+        p = np.exp(z)
+        return p / p.sum()
+
+    def ent(p):
+        return float(-np.sum(np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0)))
+
+    lo, hi = 0.0, 1.0
+    while ent(row(hi)) > target:
+        hi *= 2.0
+        if hi > 1e6:
+            raise ValueError(f"cannot reach entropy {target} with these logits (ties at the maximum?).")
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if ent(row(mid)) > target:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo < tol * max(1.0, hi):
+            break
+    return row(0.5 * (lo + hi))
+
+
+def stationary_init(cond: np.ndarray) -> np.ndarray:
+    """Stationary law of the (n-1)-token context chain of an n-gram ``cond`` (V,)*n, flat (V**(n-1),).
+
+    Needs an irreducible chain (true for full-support tables); solves pi T = pi, sum pi = 1 in float64.
+    """
+    cond = np.asarray(cond, dtype=np.float64)
+    n, V = cond.ndim, cond.shape[0]
+    C = V ** (n - 1)
+    T = np.zeros((C, C))
+    c2 = cond.reshape(C, V)
+    for ctx in range(C):
+        for b in range(V):
+            T[ctx, (ctx * V) % C + b] += c2[ctx, b]  # drop the oldest token, append b
+    A = np.vstack([T.T - np.eye(C), np.ones((1, C))])
+    rhs = np.zeros(C + 1)
+    rhs[-1] = 1.0
+    pi = np.linalg.lstsq(A, rhs, rcond=None)[0]
+    if np.any(pi < -1e-10) or np.max(np.abs(pi @ T - pi)) > 1e-10:
+        raise ValueError("the context chain has no unique stationary law (is the table irreducible?).")
+    pi = np.maximum(pi, 0.0)
+    return pi / pi.sum()
+
+
+def entropy_ngram(key, vocab_size: int, order: int, length: int, entropy_rate: float,
+                  init: str = "stationary") -> NGram:
+    """Random full-support n-gram whose every next-token law has entropy exactly ``entropy_rate`` nats.
+
+    Each context's law is softmax(beta * g) with g ~ N(0, I_V) (from ``key``) and beta tuned per row by
+    bisection (:func:`_row_with_entropy`), so every entry is > 0 (log q finite) and the entropy rate is
+    ``entropy_rate`` exactly: H(q) = H(init) + (L - n + 1) * entropy_rate. ``init`` = "stationary" (the
+    context chain's stationary law: q is shift-invariant, the natural choice for L-scaling) or "uniform".
+    Requires 0 < entropy_rate < log V.
+    """
+    require_x64("random language construction")
+    V, L = check_vocab_length(vocab_size, length)
+    if order < 2:
+        raise ValueError(f"order must be >= 2, got {order}.")
+    if not 0 < entropy_rate < np.log(V):
+        raise ValueError(f"entropy_rate must be in (0, log V) = (0, {np.log(V):.4f}) nats, got {entropy_rate}.")
+    if init not in ("stationary", "uniform"):
+        raise ValueError(f"init must be 'stationary' or 'uniform', got {init!r}.")
+    g = np.asarray(jax.random.normal(key, (V ** (order - 1), V), dtype=jnp.float64))
+    cond = np.stack([_row_with_entropy(row, float(entropy_rate)) for row in g]).reshape((V,) * order)
+    ini = stationary_init(cond) if init == "stationary" else np.full(V ** (order - 1), 1.0 / V ** (order - 1))
+    return NGram(ini, cond, L)

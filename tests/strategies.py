@@ -125,6 +125,8 @@ def structured_languages(draw, max_states: int = 3**7, max_length: int = 7):
     if special != "dense":
         lang = languages.HMM(lang.init, _sparsify(rng, lang.trans), _sparsify(rng, lang.emit), L)
     return lang
+
+
 # ---- issue 6: learned denoisers ------------------------------------------------------------------
 model_kinds = st.sampled_from(["transformer", "tabular", "lowrank"])
 
@@ -167,3 +169,18 @@ def perturbed_table(joint, seed: int, eps: float):
     t = np.asarray(exact_denoiser(joint).table())
     r = np.random.default_rng(seed).dirichlet(np.ones(V), size=t.shape[:2])
     return (1.0 - eps) * t + eps * r
+
+
+# --- issue 4: Feng2025 -------------------------------------------------------------------------------
+@st.composite
+def entropy_ngrams(draw, max_states: int = 4**5):
+    """A random full-support n-gram (order 2 or 3) with a controlled entropy rate, small enough to enumerate."""
+    V = draw(st.sampled_from([2, 3]))
+    order = draw(st.sampled_from([2, 3]))
+    Lmax = order
+    while (V + 1) ** (Lmax + 1) <= max_states:
+        Lmax += 1
+    L = draw(st.integers(order, max(order, Lmax)))
+    frac = draw(st.sampled_from([0.2, 0.5, 0.8]))
+    init = draw(st.sampled_from(["stationary", "uniform"]))
+    return languages.entropy_ngram(jax.random.PRNGKey(draw(seeds)), V, order, L, frac * float(np.log(V)), init=init)
