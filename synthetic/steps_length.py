@@ -32,12 +32,13 @@ import numpy as np
 
 from theory import metrics
 from theory._checks import require_x64
-from theory.denoiser import exact_denoiser
+from theory.denoiser import SmoothedDenoiser, exact_denoiser, smoothed, smoothing_kl_bound  # noqa: F401 (re-exported)
 from theory.policies import RandomOrder
 from theory.sampling import categorical_f64, exact_law, make_plan, sample
 from theory.bounds import unconditional_reveal_probs
 
 from .worst_case import BlockLanguage
+
 
 try:  # the scalable Markov / n-gram / HMM engine (issue 3)
     from . import markov as _markov
@@ -50,34 +51,8 @@ def has_markov_engine() -> bool:
     return _markov is not None
 
 
-@dataclass(frozen=True, eq=False)
-class SmoothedDenoiser:
-    """p~(x_i | z) = (1 - lam) base(x_i | z) + lam / V at masked positions (one-hot at visible ones)."""
-
-    base: object
-    lam: float
-    vocab_size: int
-    length: int
-
-    def marginals(self, states):
-        states = jnp.asarray(states)
-        m = self.base.marginals(states)  # (B, L, V)
-        masked = (states == self.vocab_size)[..., None]
-        return jnp.where(masked, (1.0 - self.lam) * m + self.lam / self.vocab_size, m)
-
-
-def smoothed(base, lam: float) -> SmoothedDenoiser:
-    """Smooth a denoiser towards uniform with weight ``lam`` in [0, 1)."""
-    if not 0 <= lam < 1:
-        raise ValueError(f"lam must be in [0, 1), got {lam}.")
-    return SmoothedDenoiser(base, float(lam), base.vocab_size, base.length)
-
-
-def smoothing_eps_learning(lam: float) -> float:
-    """Per-token KL(q || p~) <= -log(1 - lam) for p~ = (1 - lam) q + lam u (since log q/p~ <= -log(1 - lam))."""
-    if not 0 <= lam < 1:
-        raise ValueError(f"lam must be in [0, 1), got {lam}.")
-    return float(-np.log1p(-lam))
+# The smoothed "learning-error" denoiser lives with the other denoisers (shared with synthetic.tasks).
+smoothing_eps_learning = smoothing_kl_bound
 
 
 def exact_denoiser_of(lang):

@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from theory._checks import SCALABLE_HINT, as_f64, check_size, check_vocab_length, require_x64
-from theory.denoiser import FunctionDenoiser, check_denoiser, exact_denoiser
+from theory.denoiser import FunctionDenoiser, check_denoiser, exact_denoiser, smoothed, tempered  # noqa: F401 (re-exported)
 from theory.joint import Joint, joint_bytes
 from theory.states import encode_sequence
 
@@ -307,28 +307,7 @@ def _completions(sols: np.ndarray, grid: np.ndarray) -> np.ndarray:
     return sols[np.all(sols[:, given] == grid[given], axis=1)]
 
 
-# ================================ imperfect denoisers ================================================
-def smoothed(denoiser, eps: float) -> FunctionDenoiser:
-    """p = (1 - eps) q + eps / V at masked positions; per-token KL(q || p) <= -log(1 - eps)."""
-    check_denoiser(denoiser)
-    if not 0 <= eps < 1:
-        raise ValueError(f"eps must be in [0, 1), got {eps}.")
-    V = denoiser.vocab_size
-    return FunctionDenoiser(jax.jit(lambda s: (1.0 - eps) * denoiser.marginals(s) + eps / V), V, denoiser.length)
-
-
-def tempered(denoiser, temperature: float) -> FunctionDenoiser:
-    """p proportional to q ** (1 / T) at masked positions (zeros stay zero); T < 1 over-confident."""
-    check_denoiser(denoiser)
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}.")
-
-    def fn(states):
-        q = denoiser.marginals(states)
-        logq = jnp.where(q > 0, jnp.log(jnp.where(q > 0, q, 1.0)) / temperature, -jnp.inf)
-        return jax.nn.softmax(logq, axis=-1)
-
-    return FunctionDenoiser(jax.jit(fn), denoiser.vocab_size, denoiser.length)
+# Imperfect denoisers (smoothed, tempered) live in theory.denoiser and are re-exported here.
 
 
 __all__ = [

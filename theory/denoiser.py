@@ -181,3 +181,55 @@ def check_denoiser(denoiser, vocab_size: int | None = None, length: int | None =
             raise TypeError(f"a denoiser needs a `{name}` attribute; {type(denoiser).__name__} has none.")
         if want is not None and have != want:
             raise ValueError(f"denoiser.{name} = {have} but {want} was asked for.")
+
+
+# ---- imperfect denoisers with a known error (learning-error experiments) ------------------------------
+@partial(jax.jit, static_argnames=("V",))
+def _smooth(m, states, eps, V):
+    return jnp.where((states == V)[..., None], (1.0 - eps) * m + eps / V, m)
+
+
+@dataclass(frozen=True, eq=False)
+class SmoothedDenoiser:
+    """p(x_i | z) = (1 - eps) base(x_i | z) + eps / V at masked positions (one-hot at visible ones)."""
+
+    base: object
+    eps: float
+    vocab_size: int
+    length: int
+
+    def marginals(self, states) -> jax.Array:
+        states = jnp.asarray(states)
+        return _smooth(self.base.marginals(states), states, self.eps, self.vocab_size)
+
+
+def smoothed(denoiser, eps: float) -> SmoothedDenoiser:
+    """Mix a denoiser with the uniform law: p = (1 - eps) q + eps / V, eps in [0, 1).
+
+    Its per-token error is bounded by :func:`smoothing_kl_bound` (eps_learning of Feng2025 when q is exact).
+    """
+    check_denoiser(denoiser)
+    if not 0 <= eps < 1:
+        raise ValueError(f"eps must be in [0, 1), got {eps}.")
+    return SmoothedDenoiser(denoiser, float(eps), denoiser.vocab_size, denoiser.length)
+
+
+def smoothing_kl_bound(eps: float) -> float:
+    """Per-token KL(q || (1 - eps) q + eps u) <= -log(1 - eps), since p >= (1 - eps) q pointwise."""
+    if not 0 <= eps < 1:
+        raise ValueError(f"eps must be in [0, 1), got {eps}.")
+    return float(-np.log1p(-eps))
+
+
+def tempered(denoiser, temperature: float) -> FunctionDenoiser:
+    """p proportional to q ** (1 / T) at masked positions (zeros stay zero); T < 1 is over-confident."""
+    check_denoiser(denoiser)
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}.")
+
+    def fn(states):
+        q = denoiser.marginals(states)
+        logq = jnp.where(q > 0, jnp.log(jnp.where(q > 0, q, 1.0)) / temperature, -jnp.inf)
+        return jax.nn.softmax(logq, axis=-1)
+
+    return FunctionDenoiser(jax.jit(fn), denoiser.vocab_size, denoiser.length)
