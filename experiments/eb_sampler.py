@@ -14,6 +14,9 @@ Reports the NFE reduction at equal accuracy relative to one token per step (Top-
 same proxy): L / (smallest expected NFE whose accuracy is >= that of k = 1 minus a tolerance), for EB and
 for Top-k, next to the paper's 2-3x. Writes figures/eb_sampler.{csv,png,json} and
 figures/eb_sampler_speedup.csv.
+
+    python experiments/eb_sampler.py             # default run, about 3.5 minutes on 2 cores
+    python experiments/eb_sampler.py --quick     # seconds-long version used by the tests
 """
 from __future__ import annotations
 
