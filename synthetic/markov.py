@@ -60,7 +60,7 @@ from theory import metrics
 from theory._checks import as_f64, check_size, require_x64
 from theory.sampling import Samples
 from theory.sampling import sample as core_sample
-from theory.states import check_states
+from theory.states import check_sequences, check_states
 
 from .languages import HMM, MarkovChain, NGram
 
@@ -84,19 +84,7 @@ def check_language(lang) -> None:
 
 def check_tokens(tokens, vocab_size: int, length: int) -> np.ndarray:
     """Validate clean sequences (B, L) (or (L,)) with entries in 0..V-1; returns int64 numpy (B, L)."""
-    arr = np.asarray(tokens)
-    if arr.ndim == 1:
-        arr = arr[None]
-    if arr.ndim != 2 or arr.shape[1] != length:
-        raise ValueError(f"tokens must have shape (B, {length}) (the language's length), got {np.shape(tokens)}.")
-    if arr.dtype.kind not in "iu":
-        raise TypeError(f"tokens must be integers in 0..{vocab_size - 1}, got dtype {arr.dtype}.")
-    if arr.size and (arr.min() < 0 or arr.max() >= vocab_size):
-        raise ValueError(
-            f"tokens must have entries in 0..{vocab_size - 1} (clean sequences, no mask token {vocab_size}); "
-            f"got range [{arr.min()}, {arr.max()}]."
-        )
-    return arr.astype(np.int64)
+    return check_sequences(tokens, vocab_size, length)
 
 
 def _xlogx_rows(p: np.ndarray) -> np.ndarray:

@@ -94,18 +94,24 @@ def sequence_index_of_state(state_index, vocab_size: int, length: int) -> np.nda
     return encode(toks, vocab_size)
 
 
-def check_states(states, vocab_size: int, length: int) -> np.ndarray:
-    """Validate a batch of partial states (B, L) with entries in {0..V}; returns int64 numpy."""
-    arr = np.asarray(states)
+def _check_int_batch(arr_in, length: int, name: str, top: int, what: str) -> np.ndarray:
+    arr = np.asarray(arr_in)
     if arr.ndim == 1:
         arr = arr[None]
     if arr.ndim != 2 or arr.shape[1] != length:
-        raise ValueError(f"states must have shape (B, {length}), got {np.shape(states)}.")
+        raise ValueError(f"{name} must have shape (B, {length}), got {np.shape(arr_in)}.")
     if arr.dtype.kind not in "iu":
-        raise TypeError(f"states must be integers in 0..{vocab_size} (mask = {vocab_size}), got dtype {arr.dtype}.")
-    if arr.size and (arr.min() < 0 or arr.max() > vocab_size):
-        raise ValueError(
-            f"states must have entries in 0..{vocab_size} (mask = {vocab_size}); got range "
-            f"[{arr.min()}, {arr.max()}]."
-        )
+        raise TypeError(f"{name} must be integers in 0..{top} ({what}), got dtype {arr.dtype}.")
+    if arr.size and (arr.min() < 0 or arr.max() > top):
+        raise ValueError(f"{name} must have entries in 0..{top} ({what}); got range [{arr.min()}, {arr.max()}].")
     return arr.astype(np.int64)
+
+
+def check_states(states, vocab_size: int, length: int) -> np.ndarray:
+    """Validate a batch of partial states (B, L) (or (L,)) with entries in {0..V}; returns int64 numpy (B, L)."""
+    return _check_int_batch(states, length, "states", vocab_size, f"mask = {vocab_size}")
+
+
+def check_sequences(tokens, vocab_size: int, length: int) -> np.ndarray:
+    """Validate clean sequences (B, L) (or (L,)) with entries in {0..V-1}; returns int64 numpy (B, L)."""
+    return _check_int_batch(tokens, length, "tokens", vocab_size - 1, f"clean sequences, no mask token {vocab_size}")
