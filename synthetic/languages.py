@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from theory._checks import SCALABLE_HINT, check_distribution, check_size, check_vocab_length, require_x64
+from theory.validation import SCALABLE_HINT, check_distribution, check_size, check_vocab_length, require_x64
 from theory.joint import Joint, joint_bytes
 
 
@@ -161,12 +161,24 @@ class HMM:
 
 
 # ---- random constructors ------------------------------------------------------------------------
+def numpy_rng(key) -> np.random.Generator:
+    """A numpy Generator seeded from a JAX PRNG key (raw uint32 key or typed key).
+
+    Random languages draw their tables with numpy: ``jax.random.dirichlet`` compiles for 1-3 s per new
+    shape, which dominated the property tests. Same key, same table.
+    """
+    data = jax.random.key_data(key) if jnp.issubdtype(jnp.asarray(key).dtype, jax.dtypes.prng_key) else key
+    return np.random.default_rng(np.asarray(data, dtype=np.uint32).reshape(-1).tolist())
+
+
 def _dirichlet(key, conc: float, shape) -> np.ndarray:
+    """Rows of shape ``shape`` (last axis = categories) ~ Dirichlet(conc * 1), float64 numpy."""
     require_x64("random language construction")
     if not conc > 0:
         raise ValueError(f"concentration must be > 0, got {conc}.")
-    alpha = jnp.full(shape, conc, dtype=jnp.float64)
-    return np.asarray(jax.random.dirichlet(key, alpha, dtype=jnp.float64))
+    shape = tuple(int(s) for s in shape)
+    out = numpy_rng(key).dirichlet(np.full(shape[-1], float(conc)), size=shape[:-1])
+    return np.asarray(out, dtype=np.float64).reshape(shape)
 
 
 def dirichlet(key, vocab_size: int, length: int, concentration: float = 1.0, max_bytes=None) -> Joint:
@@ -284,7 +296,7 @@ def entropy_ngram(key, vocab_size: int, order: int, length: int, entropy_rate: f
         raise ValueError(f"entropy_rate must be in (0, log V) = (0, {np.log(V):.4f}) nats, got {entropy_rate}.")
     if init not in ("stationary", "uniform"):
         raise ValueError(f"init must be 'stationary' or 'uniform', got {init!r}.")
-    g = np.asarray(jax.random.normal(key, (V ** (order - 1), V), dtype=jnp.float64))
+    g = numpy_rng(key).standard_normal((V ** (order - 1), V))
     cond = np.stack([_row_with_entropy(row, float(entropy_rate)) for row in g]).reshape((V,) * order)
     ini = stationary_init(cond) if init == "stationary" else np.full(V ** (order - 1), 1.0 / V ** (order - 1))
     return NGram(ini, cond, L)

@@ -57,7 +57,7 @@ import numpy as np
 import pandas as pd
 
 from theory import metrics
-from theory._checks import as_f64, check_size, require_x64
+from theory.validation import as_f64, check_size, require_x64
 from theory.sampling import Samples
 from theory.sampling import sample as core_sample
 from theory.states import check_sequences, check_states

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from theory._checks import check_size, check_vocab_length, require_x64
+from theory.validation import check_size, check_vocab_length, require_x64
 from theory.states import strides
 
 MODEL_KINDS = ("transformer", "tabular", "lowrank")

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from theory import metrics
-from theory._checks import require_x64
+from theory.validation import require_x64
 from theory.denoiser import SmoothedDenoiser, exact_denoiser, smoothed, smoothing_kl_bound  # noqa: F401 (re-exported)
 from theory.policies import RandomOrder
 from theory.sampling import categorical_f64, exact_law, make_plan, sample

@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from theory._checks import SCALABLE_HINT, as_f64, check_size, check_vocab_length, require_x64
+from theory.validation import SCALABLE_HINT, as_f64, check_size, check_vocab_length, require_x64
 from theory.denoiser import FunctionDenoiser, check_denoiser, exact_denoiser, smoothed, tempered  # noqa: F401 (re-exported)
 from theory.joint import Joint, joint_bytes
 from theory.states import encode_sequence
@@ -195,7 +195,7 @@ def markov_task(key, vocab_size: int, length: int, concentration: float = 0.5, f
         raise ValueError(f"forbid must be in [0, 1), got {forbid}.")
     k1, k2 = jax.random.split(key)
     m = languages.random_markov(k1, V, L, concentration)
-    rng = np.random.default_rng(np.asarray(jax.random.randint(k2, (), 0, 2**31 - 1)).item())
+    rng = languages.numpy_rng(k2)
     keep = rng.random((V, V)) >= forbid
     for r in range(V):  # keep at least two tokens per row (no row becomes deterministic by accident)
         if keep[r].sum() < 2:

@@ -62,7 +62,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from theory import schedules as _schedules
-from theory._checks import check_size, require_x64
+from theory.validation import check_size, require_x64
 from theory.denoiser import check_denoiser, exact_denoiser
 from theory.joint import Joint
 from theory.sampling import categorical_f64

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import jax.numpy as jnp
 import numpy as np
 
-from theory._checks import check_vocab_length, require_x64
+from theory.validation import check_vocab_length, require_x64
 from theory.denoiser import ExactDenoiser, exact_denoiser
 from theory.joint import Joint
 from theory.metrics import log_ter, sequence_error_rate

@@ -9,7 +9,7 @@ import math
 import numpy as np
 from scipy.special import gammaln
 
-from ._checks import check_steps, check_vocab_length, require_x64
+from .validation import check_steps, check_vocab_length, require_x64
 
 
 # --- issue 4: Feng2025 (steps vs length) ----------------------------------------------------------

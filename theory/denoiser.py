@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._checks import SCALABLE_HINT, as_f64, check_size, require_x64
+from .validation import SCALABLE_HINT, as_f64, check_size, require_x64
 from .joint import Joint
 from .states import all_states, strides
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ._checks import require_x64
+from .validation import require_x64
 from .denoiser import exact_denoiser
 from .joint import Joint
 from .metrics import kl

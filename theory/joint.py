@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._checks import (
+from .validation import (
     PROB_TOL,
     SCALABLE_HINT,
     as_f64,

@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from ._checks import check_distribution
+from .validation import check_distribution
 from .joint import Joint
 from .states import all_sequences
 

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.stats import binom
 
-from ._checks import SCALABLE_HINT, check_size, check_steps, require_x64
+from .validation import SCALABLE_HINT, check_size, check_steps, require_x64
 from .denoiser import ExactDenoiser, check_denoiser, exact_denoiser
 from .joint import Joint
 from .policies import RandomOrder, check_policy

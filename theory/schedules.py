@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import jax.scipy.special as jsp
 import numpy as np
 
-from ._checks import check_steps, check_vocab_length, require_x64
+from .validation import check_steps, check_vocab_length, require_x64
 
 _GRID = 2049
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import jax.numpy as jnp
 
-from ._checks import check_vocab_length
+from .validation import check_vocab_length
 
 
 def mask_id(vocab_size: int) -> int:

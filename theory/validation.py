@@ -1,4 +1,4 @@
-"""Input validation shared by the exact engine: float64, probability tables, sizes.
+"""Public input validators used by every module: float64, probability tables, sizes, steps.
 
 The library never switches JAX to 64-bit on import (that would change the numerics of every other
 JAX program in the process). Exact functions call :func:`require_x64` and refuse to run in float32.
