@@ -104,12 +104,7 @@ def main(argv=None):
     key = jax.random.PRNGKey(args.seed)
     sharding = None
     if args.devices > 1:
-        from jax.sharding import Mesh, NamedSharding, PartitionSpec
-
-        devs = jax.devices()[: args.devices]
-        if len(devs) < args.devices:
-            raise SystemExit(f"only {len(devs)} devices; set XLA_FLAGS=--xla_force_host_platform_device_count={args.devices}")
-        sharding = NamedSharding(Mesh(np.array(devs), ("batch",)), PartitionSpec("batch"))
+        sharding = sampling.batch_sharding(args.devices)
     print(f"# machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, jax {jax.__version__}, "
           f"{jax.device_count()} device(s) ({jax.devices()[0].platform}), sharded over {args.devices}")
     rows = []
@@ -124,16 +119,11 @@ def main(argv=None):
                 d = markov.denoiser(lang)
                 plan = sampling.make_plan(policy, L, N, reveal="fixed", schedule=schedules.linear())
                 counts = plan.values
-                width = int(counts.max())
-                vals = jnp.asarray(counts, jnp.int32)
                 B = max(args.devices, args.tokens // L)
                 B -= B % args.devices
 
                 def run_jax(b, k):
-                    keys = jax.vmap(lambda i: jax.random.fold_in(k, i))(jnp.arange(b))
-                    if sharding is not None:
-                        keys = jax.device_put(keys, sharding)
-                    return jax.block_until_ready(sampling._run_ordered(keys, vals, d, policy, "fixed", plan.max_steps, width))
+                    return jax.block_until_ready(sampling.sample(k, d, policy, N, num=b, sharding=sharding).tokens)
 
                 row = {"L": L, "N": N, "V": V}
                 # probe with a small batch (includes compilation for that shape), then size the batch

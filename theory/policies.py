@@ -30,6 +30,7 @@ by position (stable sort), and reveal the first ``count``. To add a policy, subc
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass
 from functools import partial
@@ -76,6 +77,43 @@ def proxy_score(marginals, proxy: str):
 def _check_proxy(proxy):
     if proxy not in PROXIES:
         raise ValueError(f"unknown proxy {proxy!r}; choose one of {PROXIES}.")
+
+
+# ---- pytree registration: equal policies share jit caches ----------------------------------------------
+def register_policy(cls=None, *, data_fields: tuple = ()):
+    """Register a frozen dataclass policy as a JAX pytree (class decorator).
+
+    ``data_fields`` become traced leaves (e.g. EntropyBounded's ``gamma``: one compilation serves every
+    gamma); the other fields are static metadata compared by value, so equal policies share jit caches.
+    Unflattening bypasses ``__init__`` (no validation of traced values). The Monte-Carlo sampler passes a
+    registered policy as a traced argument; an unregistered policy is passed as a static (hashable) one.
+    """
+
+    def wrap(c):
+        names = [f.name for f in dataclasses.fields(c)]
+        meta = tuple(n for n in names if n not in data_fields)
+
+        def flatten(obj):
+            return [getattr(obj, n) for n in data_fields], tuple(getattr(obj, n) for n in meta)
+
+        def unflatten(aux, children):
+            obj = object.__new__(c)
+            for n, v in zip(meta, aux):
+                object.__setattr__(obj, n, v)
+            for n, v in zip(data_fields, children):
+                object.__setattr__(obj, n, v)
+            return obj
+
+        jax.tree_util.register_pytree_node(c, flatten, unflatten)
+        return c
+
+    return wrap if cls is None else wrap(cls)
+
+
+def is_registered(policy) -> bool:
+    """True if ``policy`` is a registered pytree (see :func:`register_policy`)."""
+    leaves = jax.tree_util.tree_leaves(policy)
+    return not (len(leaves) == 1 and leaves[0] is policy)
 
 
 # ---- base classes ----------------------------------------------------------------------------------
@@ -127,6 +165,7 @@ class ScorePolicy(Policy):
 
 
 # ---- policies ---------------------------------------------------------------------------------------
+@register_policy
 @dataclass(frozen=True)
 class RandomOrder(Policy):
     """Reveal ``count`` masked positions chosen uniformly at random (the MDM default).
@@ -181,6 +220,7 @@ class RandomOrder(Policy):
         return np.concatenate(parents), np.concatenate(subsets), np.concatenate(weights)
 
 
+@register_policy
 @dataclass(frozen=True)
 class LeftToRight(ScorePolicy):
     """Reveal the leftmost ``count`` masked positions (semi-autoregressive order)."""
@@ -192,6 +232,7 @@ class LeftToRight(ScorePolicy):
         return jnp.arange(length, dtype=jnp.int32)
 
 
+@register_policy
 @dataclass(frozen=True)
 class FixedOrder(ScorePolicy):
     """Reveal positions in the order ``perm`` (perm[0] first), ``count`` at a time."""
@@ -217,6 +258,7 @@ class FixedOrder(ScorePolicy):
         return jnp.asarray(self.perm, dtype=jnp.int32)
 
 
+@register_policy
 @dataclass(frozen=True)
 class TopK(ScorePolicy):
     """Reveal the masked positions the model is surest of, by ``proxy`` (confidence, margin, entropy).
@@ -268,7 +310,8 @@ def eb_count(entropies_sorted, valid_sorted, gamma):
     return jnp.where(jnp.any(valid_sorted), jnp.maximum(n_ok, 1), 0)
 
 
-@dataclass(frozen=True, eq=False)
+@register_policy(data_fields=("gamma",))
+@dataclass(frozen=True)
 class EntropyBounded(Policy):
     """BenHamu2025's entropy-bounded (EB) sampler: an adaptive, deterministic reveal rule.
 

@@ -35,7 +35,7 @@ from scipy.stats import binom
 from .validation import SCALABLE_HINT, check_size, check_steps, require_x64
 from .denoiser import ExactDenoiser, check_denoiser, exact_denoiser
 from .joint import Joint
-from .policies import RandomOrder, check_policy
+from .policies import RandomOrder, check_policy, is_registered
 from .schedules import Schedule, check_counts, fixed_counts, linear, reveal_probs
 from .states import strides
 
@@ -61,28 +61,30 @@ class Samples:
 
 
 @dataclass(frozen=True)
-class _Plan:
+class Plan:
+    """A resolved step plan: ``mode`` and per-step counts (fixed) or reveal probabilities (bernoulli)."""
+
     mode: str  # "fixed" | "bernoulli" | "adaptive"
     values: np.ndarray  # counts (N,) | probs (N,) | empty
     max_steps: int
 
 
 def make_plan(policy, length: int, steps=None, *, reveal: str = "fixed", schedule: Schedule | None = None,
-              counts=None) -> _Plan:
+              counts=None) -> Plan:
     """Resolve (steps, reveal, schedule, counts) into per-step counts or reveal probabilities."""
     if reveal not in REVEALS:
         raise ValueError(f"reveal must be one of {REVEALS}, got {reveal!r}.")
     if not getattr(policy, "uses_count", True):
         if counts is not None:
             raise ValueError(f"{type(policy).__name__} chooses its own counts; do not pass counts.")
-        return _Plan("adaptive", np.zeros(0), length)
+        return Plan("adaptive", np.zeros(0), length)
     if counts is not None:
         if steps is not None and len(counts) != steps:
             raise ValueError(f"got steps={steps} but {len(counts)} counts.")
         if reveal != "fixed":
             raise ValueError("explicit counts need reveal='fixed'.")
         c = check_counts(counts, length)
-        return _Plan("fixed", c, len(c))
+        return Plan("fixed", c, len(c))
     if steps is None:
         raise ValueError("pass steps (an int >= 1) or counts.")
     N = check_steps(steps)
@@ -90,8 +92,8 @@ def make_plan(policy, length: int, steps=None, *, reveal: str = "fixed", schedul
     if not isinstance(schedule, Schedule):
         raise TypeError(f"schedule must be a theory.schedules.Schedule, got {type(schedule).__name__}.")
     if reveal == "fixed":
-        return _Plan("fixed", fixed_counts(schedule, N, length), N)
-    return _Plan("bernoulli", reveal_probs(schedule, N), N)
+        return Plan("fixed", fixed_counts(schedule, N, length), N)
+    return Plan("bernoulli", reveal_probs(schedule, N), N)
 
 
 # ================================ exact law ==========================================================
@@ -114,7 +116,7 @@ def batched_marginals(denoiser, states: np.ndarray, chunk: int = 1 << 14) -> np.
     return np.concatenate(out) if out else np.zeros((0,) + states.shape[1:] + (V,))
 
 
-def _step_rows(policy, plan: _Plan, n: int, states: np.ndarray, marg: np.ndarray):
+def _step_rows(policy, plan: Plan, n: int, states: np.ndarray, marg: np.ndarray):
     """Rows (parent, subset, weight) of one step for every frontier state."""
     V = marg.shape[-1]
     K = states.shape[0]
@@ -262,12 +264,46 @@ def exact_law(joint_or_denoiser, policy=None, steps=None, *, reveal: str = "fixe
 
 
 # ================================ Monte Carlo =========================================================
+# One sampler, one key schedule. Sample i of a call with key k uses
+#     k_i = fold_in(k, i)                                  (per sample: independent of batching/sharding)
+#     k_{i,n} = fold_in(k_i, n)                            (per step n = 0..N-1, the step's index in the plan)
+#     values:  fold_in(fold_in(k_{i,n}, VALUES), p)        (one uniform per revealed position p)
+#     count:   fold_in(k_{i,n}, COUNT)                     (Binomial(#masked, p_n) for Bernoulli reveal)
+#     select:  fold_in(k_{i,n}, SELECT)                    (the policy's own randomness, e.g. RandomOrder)
+#     order:   fold_in(k_i, ORDER)                         (static-order fast path: one order per sample)
+VALUES, COUNT, SELECT = 0, 1, 2
+ORDER = 0x7FFFFFFF  # fold_in data for the per-sample order key (step indices are < this)
+#: Positions per ``marginals_at`` call on the static-order fast path (denoisers that have ``marginals_at``):
+#: each step uses the smallest width that covers its largest count (chunks of the largest beyond).
+CHUNK_WIDTHS = (1, 4, 16, 64)
+
+
 def categorical_f64(key, probs):
     """Draw one index per row of ``probs`` (..., V) by float64 inverse CDF (no low-precision Gumbel)."""
-    u = jax.random.uniform(key, probs.shape[:-1] + (1,), dtype=jnp.float64)
+    u = jax.random.uniform(key, probs.shape[:-1], dtype=jnp.float64)
+    return inverse_cdf(probs, u)
+
+
+def inverse_cdf(probs, u):
+    """Index v of each row of ``probs`` (..., V) with cdf[v-1] <= u * total < cdf[v], for uniforms u (...,)."""
     cdf = jnp.cumsum(probs, axis=-1)
-    v = jnp.sum(cdf < u * cdf[..., -1:], axis=-1)
+    v = jnp.sum(cdf < u[..., None] * cdf[..., -1:], axis=-1)
     return jnp.minimum(v, probs.shape[-1] - 1)
+
+
+def position_uniforms(values_key, positions):
+    """float64 uniforms for revealed positions, one per position p from ``fold_in(values_key, p)``: (...,) -> (...,).
+
+    Keyed by position (not by slot), so the value drawn at a position does not depend on how the step's
+    positions are chunked or ordered. The 64 random bits of the folded key (a threefry output) give the
+    uniform directly: the top 53 bits times 2**-53, in [0, 1).
+    """
+    flat = positions.reshape(-1)
+    bits = jax.vmap(lambda p: jax.random.key_data(jax.random.fold_in(values_key, p)))(flat)  # (n, 2) uint32
+    b = bits.astype(jnp.uint64)
+    u64 = (b[:, 0] << jnp.uint64(32)) | b[:, 1]
+    u = (u64 >> jnp.uint64(11)).astype(jnp.float64) * (2.0**-53)
+    return u.reshape(positions.shape)
 
 
 def marginals_at(denoiser, states, positions):
@@ -282,85 +318,172 @@ def marginals_at(denoiser, states, positions):
     return jnp.take_along_axis(denoiser.marginals(states), positions[..., None], axis=1)
 
 
-_ORDER_SALT = 0x7FFFFFFF  # fold_in data for the per-sample order key (step indices are < this)
+def _count(mode, value, left, count_key):
+    """Tokens to reveal this step for one sample: fixed k_n, Binomial(left, p_n), or 0 (adaptive)."""
+    if mode == "fixed":
+        return jnp.minimum(value.astype(jnp.int32), left)
+    if mode == "bernoulli":
+        b = jax.random.binomial(count_key, left.astype(jnp.float64), value, dtype=jnp.float64)
+        return jnp.where(value >= 1.0, left, jnp.clip(b, 0, left).astype(jnp.int32))
+    return jnp.zeros_like(left)
 
 
-@partial(jax.jit, static_argnames=("denoiser", "policy", "mode", "max_steps", "width"))
-def _run_ordered(sample_keys, values, denoiser, policy, mode, max_steps, width):
-    """Fast path for policies with a static ``order``: reveal order[r : r + count] at each step."""
+def _run_ordered(sample_keys, step_ids, step_values, num_rows, denoiser, policy, mode, widths):
+    """Static-order fast path: at plan row j reveal order[r : r + count] (r = tokens revealed so far).
+
+    The step count, the plan and the counts are traced (one compilation serves every N). The
+    conditionals of a step are asked for W positions at a time, W the smallest of the static ``widths``
+    that covers the step's largest count (chunks of the largest otherwise), chosen per step with
+    ``lax.switch``; all are taken at the step's start state, so chunking does not change the law.
+    """
     B = sample_keys.shape[0]
     V, L = denoiser.vocab_size, denoiser.length
-    W = width
-    okeys = jax.vmap(lambda k: jax.random.fold_in(k, _ORDER_SALT))(sample_keys)
+    Wmax = max(widths)
+    okeys = jax.vmap(lambda k: jax.random.fold_in(k, ORDER))(sample_keys)
     perm = jax.vmap(lambda k: policy.order(k, L))(okeys).astype(jnp.int32)  # (B, L)
-    perm = jnp.concatenate([perm, jnp.full((B, W), L, jnp.int32)], axis=1)  # (B, L + W), sentinel L
-    states0 = jnp.full((B, L), V, dtype=jnp.int32)
-    zeros = jnp.zeros((B,), jnp.int32)
-    slot = jnp.arange(W, dtype=jnp.int32)[None, :]  # (1, W)
+    perm = jnp.concatenate([perm, jnp.full((B, Wmax), L, jnp.int32)], axis=1)  # (B, L + Wmax), sentinel L
     rows = jnp.arange(B)[:, None]
 
+    def reveal_chunk(W, ci, states, new, r, count, vkeys):
+        """Reveal slots ci*W .. ci*W + W - 1 of the step (conditionals at the step's start state)."""
+        slot = jnp.arange(W, dtype=jnp.int32)[None, :]  # (1, W)
+        pos = jax.vmap(lambda p, a: jax.lax.dynamic_slice_in_dim(p, a, W))(perm, r + ci * W)  # (B, W)
+        valid = (ci * W + slot) < count[:, None]
+        safe = jnp.where(valid, pos, 0)
+        marg = marginals_at(denoiser, states, safe)  # (B, W, V)
+        u = jax.vmap(position_uniforms)(vkeys, safe)  # (B, W)
+        vals = inverse_cdf(marg, u).astype(jnp.int32)
+        return new.at[rows, jnp.where(valid, pos, L)].set(vals, mode="drop")
+
+    def reveal_one(W, states, r, count, vkeys):  # the step's largest count fits in W slots
+        return reveal_chunk(W, jnp.int32(0), states, states, r, count, vkeys)
+
+    def reveal_loop(W, states, r, count, vkeys):  # chunks of W slots until the largest count is covered
+        chunks = jnp.max((count + W - 1) // W)  # the same for every sample: only the no-op tail differs
+
+        def chunk(cc):
+            ci, new = cc
+            return ci + 1, reveal_chunk(W, ci, states, new, r, count, vkeys)
+
+        return jax.lax.while_loop(lambda cc: cc[0] < chunks, chunk, (jnp.int32(0), states))[1]
+
+    fns = [partial(reveal_one, W) for W in widths[:-1]] + [partial(reveal_loop, widths[-1])]
+
     def cond(c):
-        n, _, _, r = c
-        return (n < max_steps) & jnp.any(r < L)
+        j, _, _, r = c
+        return (j < num_rows) & jnp.any(r < L)
 
     def body(c):
-        n, states, nfe, r = c
-        keys = jax.vmap(lambda k: jax.random.split(jax.random.fold_in(k, n), 2))(sample_keys)  # (B, 2, 2)
-        left = L - r  # masked tokens per sample
-        if mode == "fixed":
-            count = jnp.minimum(values[n], left).astype(jnp.int32)
-        else:  # bernoulli: each masked token revealed independently with probability values[n]
-            u = jax.vmap(lambda k: jax.random.uniform(k, (L,), dtype=jnp.float64))(keys[:, 1])
-            count = jnp.sum((jnp.arange(L)[None, :] < left[:, None]) & (u < values[n]), axis=1).astype(jnp.int32)
-        pos = jax.vmap(lambda p, a: jax.lax.dynamic_slice_in_dim(p, a, W))(perm, r)  # (B, W)
-        valid = slot < count[:, None]
-        marg = marginals_at(denoiser, states, jnp.where(valid, pos, 0))  # (B, W, V)
-        vals = jax.vmap(categorical_f64)(keys[:, 0], marg).astype(jnp.int32)  # (B, W)
-        states = states.at[rows, jnp.where(valid, pos, L)].set(vals, mode="drop")
-        return n + 1, states, nfe + (count > 0).astype(jnp.int32), r + count
+        j, states, nfe, r = c
+        skeys = jax.vmap(lambda k: jax.random.fold_in(k, step_ids[j]))(sample_keys)  # (B, key)
+        vkeys = jax.vmap(lambda k: jax.random.fold_in(k, VALUES))(skeys)
+        ckeys = jax.vmap(lambda k: jax.random.fold_in(k, COUNT))(skeys)
+        count = jax.vmap(lambda lft, k: _count(mode, step_values[j], lft, k))(L - r, ckeys)  # (B,)
+        need = jnp.max(count)
+        branch = jnp.sum(jnp.asarray(widths[:-1], jnp.int32) < need)  # smallest width >= need, else the largest
+        if len(fns) == 1:
+            states = fns[0](states, r, count, vkeys)
+        else:
+            states = jax.lax.switch(branch, fns, states, r, count, vkeys)
+        return j + 1, states, nfe + (count > 0).astype(jnp.int32), r + count
 
-    _, states, nfe, _ = jax.lax.while_loop(cond, body, (jnp.int32(0), states0, zeros, zeros))
+    init = (jnp.int32(0), jnp.full((B, L), V, dtype=jnp.int32), jnp.zeros((B,), jnp.int32), jnp.zeros((B,), jnp.int32))
+    _, states, nfe, _ = jax.lax.while_loop(cond, body, init)
     return states, nfe
 
 
-@partial(jax.jit, static_argnames=("denoiser", "policy", "mode", "max_steps"))
-def _run(sample_keys, values, denoiser, policy, mode, max_steps):
+def _run(sample_keys, step_ids, step_values, num_rows, denoiser, policy, mode):
+    """General path: the denoiser's marginals at every position, the policy's ``select`` at every step."""
     B = sample_keys.shape[0]
     V, L = denoiser.vocab_size, denoiser.length
-    states0 = jnp.full((B, L), V, dtype=jnp.int32)
-    nfe0 = jnp.zeros((B,), jnp.int32)
+    positions = jnp.arange(L, dtype=jnp.int32)
 
     def cond(c):
-        n, states, _ = c
-        return (n < max_steps) & jnp.any(states == V)
+        j, states, _ = c
+        return (j < num_rows) & jnp.any(states == V)
 
     def body(c):
-        n, states, nfe = c
-        marg = denoiser.marginals(states)  # (B, L, V)
-        keys = jax.vmap(lambda k: jax.random.split(jax.random.fold_in(k, n), 3))(sample_keys)  # (B, 3, 2)
+        j, states, nfe = c
+        skeys = jax.vmap(lambda k: jax.random.fold_in(k, step_ids[j]))(sample_keys)
         masked = states == V
-        if mode == "fixed":
-            count = jnp.broadcast_to(values[n], (B,))
-        elif mode == "bernoulli":
-            u = jax.vmap(lambda k: jax.random.uniform(k, (L,), dtype=jnp.float64))(keys[:, 1])
-            count = jnp.sum(masked & (u < values[n]), axis=1)
-        else:
-            count = jnp.zeros((B,), jnp.int32)
-        reveal = jax.vmap(policy.select)(keys[:, 0], states, marg, count) & masked  # (B, L)
-        vals = jax.vmap(categorical_f64)(keys[:, 2], marg).astype(jnp.int32)  # (B, L)
+        marg = denoiser.marginals(states)  # (B, L, V)
+        ckeys = jax.vmap(lambda k: jax.random.fold_in(k, COUNT))(skeys)
+        count = jax.vmap(lambda lft, k: _count(mode, step_values[j], lft, k))(masked.sum(1).astype(jnp.int32), ckeys)
+        sel_keys = jax.vmap(lambda k: jax.random.fold_in(k, SELECT))(skeys)
+        reveal = jax.vmap(policy.select)(sel_keys, states, marg, count) & masked  # (B, L)
+        vkeys = jax.vmap(lambda k: jax.random.fold_in(k, VALUES))(skeys)
+        u = jax.vmap(lambda k: position_uniforms(k, positions))(vkeys)  # (B, L)
+        vals = inverse_cdf(marg, u).astype(jnp.int32)
         states = jnp.where(reveal, vals, states)
-        return n + 1, states, nfe + jnp.any(reveal, axis=1).astype(jnp.int32)
+        return j + 1, states, nfe + jnp.any(reveal, axis=1).astype(jnp.int32)
 
-    _, states, nfe = jax.lax.while_loop(cond, body, (jnp.int32(0), states0, nfe0))
+    init = (jnp.int32(0), jnp.full((B, L), V, dtype=jnp.int32), jnp.zeros((B,), jnp.int32))
+    _, states, nfe = jax.lax.while_loop(cond, body, init)
     return states, nfe
+
+
+_ORDERED = {True: jax.jit(_run_ordered, static_argnames=("denoiser", "mode", "widths")),
+            False: jax.jit(_run_ordered, static_argnames=("denoiser", "policy", "mode", "widths"))}
+_GENERAL = {True: jax.jit(_run, static_argnames=("denoiser", "mode")),
+            False: jax.jit(_run, static_argnames=("denoiser", "policy", "mode"))}
+
+
+def _plan_rows(plan: Plan, length: int):
+    """The plan as padded arrays for the jitted loops: (step_ids (P,), values (P,), rows).
+
+    Fixed counts keep only the steps that reveal something (at most L; their step index is kept for the
+    key schedule), padded to L, so one compilation serves every N. Bernoulli keeps all N steps, padded
+    to max(L, next power of two). Adaptive policies get L rows (each step reveals >= 1 token).
+    """
+    if plan.mode == "fixed":
+        ids = np.nonzero(plan.values > 0)[0]
+        vals = plan.values[ids].astype(np.float64)
+        P = length
+    elif plan.mode == "bernoulli":
+        ids = np.arange(plan.values.size)
+        vals = plan.values.astype(np.float64)
+        P = max(length, 1 << (max(ids.size, 1) - 1).bit_length())
+    else:
+        ids = np.arange(length)
+        vals = np.zeros(length)
+        P = length
+    step_ids = np.zeros(P, np.int32)
+    step_ids[: ids.size] = ids
+    values = np.zeros(P)
+    values[: ids.size] = vals
+    return jnp.asarray(step_ids), jnp.asarray(values, dtype=jnp.float64), jnp.int32(ids.size)
+
+
+def batch_sharding(num_devices: int | None = None):
+    """A ``NamedSharding`` that splits the sample batch over ``num_devices`` JAX devices (default: all).
+
+    On CPU, ``XLA_FLAGS=--xla_force_host_platform_device_count=2`` (set before JAX starts) gives two host
+    devices. Pass the result as ``sample(..., sharding=...)``; the tokens are the same as unsharded.
+    """
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    devs = jax.devices() if num_devices is None else jax.devices()[: int(num_devices)]
+    if num_devices is not None and len(devs) < int(num_devices):
+        raise ValueError(f"only {len(devs)} JAX device(s); on CPU set XLA_FLAGS=--xla_force_host_platform_device_count="
+                         f"{num_devices} before importing jax.")
+    return NamedSharding(Mesh(np.array(devs), ("batch",)), PartitionSpec("batch"))
 
 
 def sample(key, denoiser, policy=None, steps=None, *, num: int, reveal: str = "fixed", schedule: Schedule | None = None,
-           counts=None, batch_size: int | None = None) -> Samples:
-    """Draw ``num`` sequences with any Denoiser (jit + vmap over the batch, float64 throughout).
+           counts=None, batch_size: int | None = None, sharding=None, width: int | None = None) -> Samples:
+    """Draw ``num`` sequences with any Denoiser: THE Monte-Carlo sampler (jit + vmap, float64 throughout).
 
-    Sample i uses the key ``fold_in(key, i)`` and ``fold_in(., step)`` per step, so results do not
-    depend on ``batch_size``. Returns :class:`Samples` (tokens (num, L), nfe (num,)).
+    Same process as :func:`exact_law` (see the module docstring). Key schedule: sample i uses
+    ``fold_in(key, i)`` and step n ``fold_in(., n)`` (see the comment above), so the tokens do not depend
+    on ``batch_size`` nor on ``sharding`` (a ``jax.sharding.Sharding`` of the batch axis, e.g.
+    :func:`batch_sharding`). Policies with a static order (``policy.order``) and a schedule take the
+    fast path, asking the denoiser for W positions per call (default: the smallest of :data:`CHUNK_WIDTHS`
+    covering the step's count if it has ``marginals_at``, else W = L, one full call per step; ``width``
+    fixes W); the step count and counts are traced, so one compilation serves every N (fixed counts;
+    Bernoulli: every N up to L, then one per power of two).
+
+    Returns :class:`Samples`: ``tokens`` (num, L) int32 and ``nfe`` (num,) int32, the number of steps
+    that revealed at least one token.
     """
     require_x64("sample")
     policy = RandomOrder() if policy is None else policy
@@ -368,19 +491,39 @@ def sample(key, denoiser, policy=None, steps=None, *, num: int, reveal: str = "f
     check_denoiser(denoiser)
     if isinstance(num, bool) or not isinstance(num, (int, np.integer)) or num < 1:
         raise ValueError(f"num must be a positive int, got {num!r}.")
-    plan = make_plan(policy, denoiser.length, steps, reveal=reveal, schedule=schedule, counts=counts)
-    vals = jnp.asarray(plan.values if plan.values.size else np.zeros(1), dtype=jnp.float64 if plan.mode == "bernoulli" else jnp.int32)
-    bs = int(num if batch_size is None else batch_size)
+    V, L = denoiser.vocab_size, denoiser.length
+    plan = make_plan(policy, L, steps, reveal=reveal, schedule=schedule, counts=counts)
+    step_ids, values, rows = _plan_rows(plan, L)
     ordered = callable(getattr(policy, "order", None)) and plan.mode in ("fixed", "bernoulli")
-    width = int(plan.values.max()) if plan.mode == "fixed" else denoiser.length
+    if width is not None and (isinstance(width, bool) or not isinstance(width, (int, np.integer)) or not 1 <= width <= L):
+        raise ValueError(f"width must be an int in 1..L = {L}, got {width!r}.")
+    if width is not None:
+        widths = (int(width),)
+    elif callable(getattr(denoiser, "marginals_at", None)):
+        widths = tuple(sorted({min(L, w) for w in CHUNK_WIDTHS}))
+    else:
+        widths = (L,)  # one full marginals call per step
+    bs = int(num if batch_size is None else batch_size)
+    if bs < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
+    ndev = 1 if sharding is None else len(sharding.device_set)
+    bs = -(-bs // ndev) * ndev  # a multiple of the device count; extra samples are drawn and dropped
+    traced = is_registered(policy)  # registered policies are traced pytrees; others must be hashable (static)
     toks, nfes = [], []
     for a in range(0, num, bs):
-        ids = jnp.arange(a, min(a + bs, num))
-        keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(ids)
+        keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(a, a + bs))
+        if sharding is not None:
+            keys = jax.device_put(keys, sharding)
         if ordered:
-            t, f = _run_ordered(keys, vals, denoiser, policy, plan.mode, plan.max_steps, max(width, 1))
+            t, f = _ORDERED[traced](keys, step_ids, values, rows, denoiser=denoiser, policy=policy, mode=plan.mode,
+                                    widths=widths)
         else:
-            t, f = _run(keys, vals, denoiser, policy, plan.mode, plan.max_steps)
-        toks.append(t)
-        nfes.append(f)
-    return Samples(jnp.concatenate(toks), jnp.concatenate(nfes))
+            t, f = _GENERAL[traced](keys, step_ids, values, rows, denoiser=denoiser, policy=policy, mode=plan.mode)
+        n = min(bs, num - a)
+        toks.append(np.asarray(t)[:n])
+        nfes.append(np.asarray(f)[:n])
+    tokens = np.concatenate(toks)
+    if np.any(tokens == V):
+        raise RuntimeError(f"{type(policy).__name__} left masked tokens after {L} steps: an adaptive policy must "
+                           "reveal at least one token per step.")
+    return Samples(jnp.asarray(tokens), jnp.asarray(np.concatenate(nfes)))
