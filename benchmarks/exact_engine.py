@@ -35,7 +35,7 @@ q = languages.dirichlet(jax.random.PRNGKey(0), V, L, 0.5)
 out = {}
 t = time.perf_counter(); C = cylinder_sums(q); C.block_until_ready(); out["cylinder_s"] = time.perf_counter() - t
 if what == "table":
-    t = time.perf_counter(); T = exact_denoiser(q).table(); T.block_until_ready(); out["table_s"] = time.perf_counter() - t
+    t = time.perf_counter(); T = q.denoiser().table(); T.block_until_ready(); out["table_s"] = time.perf_counter() - t
 elif what == "law":
     t = time.perf_counter(); law = exact_law(q, None, 4); out["law_cold_s"] = time.perf_counter() - t
     if out["law_cold_s"] < 30:  # second call: jitted helpers already compiled for these shapes

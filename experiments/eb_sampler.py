@@ -134,7 +134,7 @@ def main(argv=None):
     setup()
     from tqdm import tqdm
 
-    from synthetic.tasks import smoothed
+    from theory.denoiser import smoothed
     from theory import policies
 
     eps = 0.05
@@ -143,7 +143,7 @@ def main(argv=None):
     configs = []
     for tname, task, method in build_tasks(args.quick, args.seed):
         joint = task.joint() if method == "exact" else None
-        for dname, den in (("exact", task.denoiser), (f"smoothed(eps={eps})", smoothed(task.denoiser, eps))):
+        for dname, den in (("exact", task.denoiser()), (f"smoothed(eps={eps})", smoothed(task.denoiser(), eps))):
             for proxy in (("entropy",) if args.quick else policies.PROXIES):
                 for g in gammas:
                     configs.append((tname, task, method, joint, dname, den, "EB", proxy, g, policies.EntropyBounded(g, proxy)))

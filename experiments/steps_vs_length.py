@@ -78,6 +78,7 @@ def main(argv=None):
     from synthetic import worst_case as wc
     from theory import bounds as B
     from theory import schedules as S
+    from theory.denoiser import smoothed, smoothing_kl_bound
 
     args = parse_args(argv)
     cfg = settings_for(args)
@@ -94,7 +95,7 @@ def main(argv=None):
         "noisy copy pairs": wc.noisy_copy_pairs(16, 0.1),
     }
     # --quick skips the Markov-engine Monte Carlo (its compilations dominate a seconds-long run)
-    have_markov = sl.has_markov_engine() and not args.quick
+    have_markov = not args.quick
 
     def at_length(lang, L):
         return lang.with_length(L)
@@ -259,20 +260,19 @@ def main(argv=None):
 
     # ---- learning-error variant --------------------------------------------------------------------
     lam = cfg["learning_lam"]
-    eps_l = sl.smoothing_eps_learning(lam)
+    eps_l = smoothing_kl_bound(lam)
     base = ter_langs["bigram V=3 h=0.6"]
     rows = []
     Le = cfg["learning_exact_length"]
     ge = base.with_length(Le)
     qe = ge.joint()
-    from theory.denoiser import exact_denoiser
 
-    dex = exact_denoiser(qe)
+    dex = qe.denoiser()
     for N in tqdm(cfg["learning_steps"], desc="learning-error variant", file=sys.stderr):
         m0 = sl.exact_metrics(qe, N, schedule=sched)
-        m1 = sl.exact_metrics(qe, N, schedule=sched, denoiser=sl.smoothed(dex, lam))
+        m1 = sl.exact_metrics(qe, N, schedule=sched, denoiser=smoothed(dex, lam))
         move = B.ter_gap_locality_bound(m1["law"], ge, reference=m0["law"])
-        dec = B.dependence_kl_bound(qe, None, N, denoiser=sl.smoothed(dex, lam), reveal="bernoulli", schedule=sched)
+        dec = B.dependence_kl_bound(qe, None, N, denoiser=smoothed(dex, lam), reveal="bernoulli", schedule=sched)
         rows.append({"length": Le, "steps": N, "method": "exact", "lam": lam, "eps_learning": eps_l,
                      "ter_gap_exact_denoiser": m0["ter_gap"], "ter_gap_smoothed": m1["ter_gap"],
                      "move": m1["ter_gap"] - m0["ter_gap"], "move_se": 0.0, "locality_bound_on_move": move["bound"],
@@ -280,10 +280,10 @@ def main(argv=None):
         if have_markov:
             for L in cfg["learning_lengths"]:
                 lg = base.with_length(L)
-                d = sl.exact_denoiser_of(lg)
+                d = lg.denoiser()
                 k = sl.mc_key(args.seed, 3, L, N)
                 a = sl.mc_metrics(k, lg, N, num=cfg["num_ter"], schedule=sched, denoiser=d)
-                b = sl.mc_metrics(k, lg, N, num=cfg["num_ter"], schedule=sched, denoiser=sl.smoothed(d, lam))
+                b = sl.mc_metrics(k, lg, N, num=cfg["num_ter"], schedule=sched, denoiser=smoothed(d, lam))
                 rows.append({"length": L, "steps": N, "method": "mc", "lam": lam, "eps_learning": eps_l,
                              "ter_gap_exact_denoiser": a["ter_gap"], "ter_gap_smoothed": b["ter_gap"],
                              "move": b["ter_gap"] - a["ter_gap"],
@@ -320,7 +320,7 @@ def main(argv=None):
         print("\nFigure 1, learned denoisers: TER gap (eps_learning in the column header)")
         print(d.pivot_table(index="steps", columns=["language", "length", "eps_learning"], values="ter_gap").round(4)
               .to_string())
-    print(f"\nFigure 3: smallest N (AR needs N = L)")
+    print("\nFigure 3: smallest N (AR needs N = L)")
     print(mins.pivot_table(index="length", columns="language", values="min_steps", aggfunc="first").to_string())
     print(f"\nLearning-error variant (lam={lam}, eps_learning={eps_l:.4f}):")
     print(learn[["length", "steps", "method", "move", "move_se", "locality_bound_on_move", "kl_rate",

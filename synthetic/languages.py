@@ -1,8 +1,11 @@
 """Synthetic languages: random tables, Markov chains, n-grams, HMMs.
 
-Structured languages are small frozen dataclasses holding their parameters and length; ``.joint()``
-enumerates them into a :class:`theory.joint.Joint` (small L only). The scalable engine
-(``synthetic.markov``) uses the same parameter conventions to give exact conditionals at any L.
+Structured languages are small frozen dataclasses holding their parameters and length. Each follows
+the Language protocol (:mod:`theory.language`) at any L, without enumerating V**L:
+``denoiser()`` (exact conditionals: :mod:`synthetic.chain_oracle` for Markov chains, scaled
+forward–backward, :mod:`synthetic.forward_backward`, for n-grams and HMMs), ``log_prob``, ``entropy``,
+``sample`` (:mod:`synthetic.chain_exact`), plus ``with_length``, ``entropy_rate``, ``log_marginal``,
+``conditionals`` (validated) and ``joint()`` (enumeration into a :class:`theory.joint.Joint`, small L only).
 
 Conventions
 -----------
@@ -21,8 +24,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from theory.validation import SCALABLE_HINT, check_distribution, check_size, check_vocab_length, require_x64
 from theory.joint import Joint, joint_bytes
+from theory.states import check_sequences, check_states
+from theory.validation import SCALABLE_HINT, check_distribution, check_size, check_vocab_length, require_x64
+
+from . import chain_exact, chain_oracle, forward_backward
 
 
 def _stochastic(mat, name, axis_len=None) -> np.ndarray:
@@ -34,8 +40,40 @@ def _check_joint_size(V, L, max_bytes):
     check_size(joint_bytes(V, L), f"Enumerating this language over V**L = {V}**{L}", max_bytes, SCALABLE_HINT)
 
 
+class _ChainLanguage:
+    """Shared Language-protocol members of the chain languages (denoiser cache, validation, sampling)."""
+
+    def denoiser(self):
+        """The exact conditionals at this length (built once per language object)."""
+        require_x64(f"{type(self).__name__}.denoiser")
+        d = self.__dict__.get("_denoiser")
+        if d is None:
+            d = self._build_denoiser()
+            object.__setattr__(self, "_denoiser", d)
+        return d
+
+    def conditionals(self, states) -> jax.Array:
+        """Validated exact conditionals q(x_i = v | visible part of z): partial states (B, L) -> (B, L, V)."""
+        return self.denoiser().marginals(jnp.asarray(check_states(states, self.vocab_size, self.length)))
+
+    def log_marginal(self, states) -> jax.Array:
+        """log q(visible part of z) for partial states (B, L) -> (B,) (-inf if impossible; 0 for all-mask)."""
+        return self._log_marginal(jnp.asarray(check_states(states, self.vocab_size, self.length)))
+
+    def sample(self, key, num: int) -> jax.Array:
+        """``num`` exact samples (num, L) int32 from q (ancestral sampling, float64 inverse CDF)."""
+        require_x64(f"{type(self).__name__}.sample")
+        if isinstance(num, bool) or not isinstance(num, (int, np.integer)) or num < 1:
+            raise ValueError(f"num must be a positive int, got {num!r}.")
+        return self._sample(key, int(num))
+
+    def _tokens(self, tokens) -> jax.Array:
+        require_x64(f"{type(self).__name__}.log_prob")
+        return jnp.asarray(check_sequences(tokens, self.vocab_size, self.length))
+
+
 @dataclass(frozen=True, eq=False)
-class MarkovChain:
+class MarkovChain(_ChainLanguage):
     """First-order Markov chain over V tokens. Shapes: init (V,), trans (V, V) row-stochastic."""
 
     init: np.ndarray
@@ -59,6 +97,27 @@ class MarkovChain:
     def with_length(self, length: int) -> "MarkovChain":
         return MarkovChain(self.init, self.trans, length)
 
+    def _build_denoiser(self):
+        return chain_oracle.markov_denoiser(self)
+
+    def _log_marginal(self, states):
+        return chain_oracle.log_marginal(self.denoiser(), states)
+
+    def _sample(self, key, num):
+        return chain_exact.sample_markov(self, key, num)
+
+    def log_prob(self, tokens) -> jax.Array:
+        """Exact log q(x) for clean sequences (B, L) (or (L,)) -> (B,); -inf outside the support."""
+        return chain_exact.markov_log_prob(jnp.asarray(self.init), jnp.asarray(self.trans), self._tokens(tokens))
+
+    def entropy(self) -> float:
+        """Exact H(q) in nats (closed form, any L)."""
+        return chain_exact.markov_entropy(self)
+
+    def entropy_rate(self) -> float:
+        """lim H(q_L) / L in nats per token (Cesàro-stationary law reached from init)."""
+        return chain_exact.markov_entropy_rate(self)
+
     def joint(self, max_bytes: float | None = None) -> Joint:
         V, L = self.vocab_size, self.length
         _check_joint_size(V, L, max_bytes)
@@ -69,7 +128,7 @@ class MarkovChain:
 
 
 @dataclass(frozen=True, eq=False)
-class NGram:
+class NGram(_ChainLanguage):
     """n-gram language (order n >= 2). Shapes: init (V**(n-1),), cond (V,)*n stochastic in the last axis."""
 
     init: np.ndarray
@@ -103,6 +162,27 @@ class NGram:
     def with_length(self, length: int) -> "NGram":
         return NGram(self.init, self.cond, length)
 
+    def _build_denoiser(self):
+        return forward_backward.ngram_denoiser(self)
+
+    def _log_marginal(self, states):
+        return self.denoiser().log_marginal(states)
+
+    def _sample(self, key, num):
+        return chain_exact.sample_ngram(self, key, num)
+
+    def log_prob(self, tokens) -> jax.Array:
+        """Exact log q(x) for clean sequences (B, L) (or (L,)) -> (B,); -inf outside the support."""
+        return chain_exact.ngram_log_prob(jnp.asarray(self.init), jnp.asarray(self.cond), self._tokens(tokens))
+
+    def entropy(self) -> float:
+        """Exact H(q) in nats (closed form on (n-1)-tuples, any L)."""
+        return chain_exact.ngram_entropy(self)
+
+    def entropy_rate(self) -> float:
+        """lim H(q_L) / L in nats per token (the tuple chain's Cesàro-stationary law)."""
+        return chain_exact.ngram_entropy_rate(self)
+
     def joint(self, max_bytes: float | None = None) -> Joint:
         V, L, n = self.vocab_size, self.length, self.order
         _check_joint_size(V, L, max_bytes)
@@ -116,7 +196,7 @@ class NGram:
 
 
 @dataclass(frozen=True, eq=False)
-class HMM:
+class HMM(_ChainLanguage):
     """Hidden Markov model. Shapes: init (H,), trans (H, H), emit (H, V), all row-stochastic."""
 
     init: np.ndarray
@@ -149,6 +229,30 @@ class HMM:
 
     def with_length(self, length: int) -> "HMM":
         return HMM(self.init, self.trans, self.emit, length)
+
+    def _build_denoiser(self):
+        return forward_backward.hmm_denoiser(self)
+
+    def _log_marginal(self, states):
+        return self.denoiser().log_marginal(states)
+
+    def _sample(self, key, num):
+        return chain_exact.sample_hmm(self, key, num)
+
+    def log_prob(self, tokens) -> jax.Array:
+        """Exact log q(x) by the forward pass, (B, L) -> (B,); -inf outside the support."""
+        return self.denoiser().log_marginal(self._tokens(tokens))
+
+    def entropy(self) -> float:
+        """Exact H(q) in nats by enumeration (V**L <= chain_exact.HMM_ENUM_MAX); no closed form exists."""
+        return chain_exact.hmm_entropy(self)
+
+    def entropy_rate(self) -> float:
+        """No closed form for an HMM (Blackwell 1957): raises ValueError with the Monte-Carlo alternative."""
+        raise ValueError(
+            "The entropy rate of an HMM has no closed form (Blackwell 1957). Estimate it with "
+            "theory.language.entropy_mc(lang.with_length(L_large), key, num) divided by L_large."
+        )
 
     def joint(self, max_bytes: float | None = None) -> Joint:
         V, L, H = self.vocab_size, self.length, self.num_hidden

@@ -19,7 +19,7 @@ Networks are trained in float32 (see :mod:`synthetic.train`). A trained network 
 ``marginals(states (B, L) int) -> (B, L, V)`` float64 (softmax of the float32 logits computed in
 float64, one-hot at visible positions: carry-over unmasking), so it plugs into
 ``theory.sampling.sample``, ``theory.sampling.exact_law(..., denoiser=)``, the policies and the
-metrics exactly like ``theory.denoiser.exact_denoiser(joint)``.
+metrics exactly like ``theory.denoiser.joint.denoiser()``.
 """
 from __future__ import annotations
 

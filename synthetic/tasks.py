@@ -34,8 +34,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from theory.validation import SCALABLE_HINT, as_f64, check_size, check_vocab_length, require_x64
-from theory.denoiser import FunctionDenoiser, check_denoiser, exact_denoiser, smoothed, tempered  # noqa: F401 (re-exported)
+from theory.validation import as_f64, check_size, check_vocab_length, require_x64
+from theory.denoiser import smoothed, tempered  # noqa: F401 (re-exported)
 from theory.joint import Joint, joint_bytes
 from theory.states import encode_sequence
 
@@ -93,7 +93,17 @@ class SparseJoint:
         lut = {tuple(s): np.log(w) for s, w in zip(self.sequences.tolist(), self.weights)}
         return np.array([lut.get(tuple(r), -np.inf) for r in t.tolist()])
 
-    def to_joint(self, max_bytes: float | None = None) -> Joint:
+    def sample(self, key, num: int) -> jax.Array:
+        """``num`` exact samples (num, L) from the support list (float64 inverse CDF over the K weights)."""
+        require_x64("SparseJoint.sample")
+        if isinstance(num, bool) or not isinstance(num, (int, np.integer)) or num < 1:
+            raise ValueError(f"num must be a positive int, got {num!r}.")
+        u = jax.random.uniform(key, (int(num),), dtype=jnp.float64)
+        cdf = jnp.cumsum(jnp.asarray(self.weights))
+        k = jnp.minimum(jnp.searchsorted(cdf, u * cdf[-1], side="right"), self.num_support - 1)
+        return jnp.asarray(self.sequences, dtype=jnp.int32)[k]
+
+    def joint(self, max_bytes: float | None = None) -> Joint:
         """Enumerate into a dense :class:`Joint` over V**L (small L only)."""
         V, L = self.vocab_size, self.length
         check_size(joint_bytes(V, L), f"Enumerating this support list over V**L = {V}**{L}", max_bytes,
@@ -103,7 +113,12 @@ class SparseJoint:
         return Joint(table / table.sum(), V, L, max_bytes=max_bytes)
 
     def denoiser(self) -> "SupportDenoiser":
-        return SupportDenoiser(self)
+        """The exact conditionals from the support list (built once)."""
+        d = self.__dict__.get("_denoiser")
+        if d is None:
+            d = SupportDenoiser(self)
+            object.__setattr__(self, "_denoiser", d)
+        return d
 
 
 @dataclass(frozen=True, eq=False)
@@ -149,24 +164,37 @@ def _support_marginals(seqs, w, states, V):
 # ================================ tasks ==============================================================
 @dataclass(frozen=True, eq=False)
 class Task:
-    """A task: ``name``, ``vocab_size``, ``length``, the exact ``denoiser`` of q, ``correct(tokens (M, L)) ->
-    (M,) bool``, ``log_prob(tokens) -> (M,)`` under q, and (optionally) ``sparse`` / a dense-joint builder."""
+    """A task: a Language ``language`` (the data distribution q, :mod:`theory.language`) and a correctness
+    predicate ``correct(tokens (M, L)) -> (M,) bool``. A Task is itself a Language (it delegates)."""
 
     name: str
-    vocab_size: int
-    length: int
-    denoiser: object
+    language: object
     correct: Callable
-    log_prob: Callable
-    _joint: Callable | None = None
-    sparse: SparseJoint | None = None
     grid: np.ndarray | None = None  # Sudoku: the clue grid (16,), -1 at blanks
 
+    @property
+    def vocab_size(self) -> int:
+        return self.language.vocab_size
+
+    @property
+    def length(self) -> int:
+        return self.language.length
+
+    def denoiser(self):
+        return self.language.denoiser()
+
+    def log_prob(self, tokens):
+        return self.language.log_prob(tokens)
+
+    def entropy(self) -> float:
+        return self.language.entropy()
+
+    def sample(self, key, num: int):
+        return self.language.sample(key, num)
+
     def joint(self, max_bytes: float | None = None) -> Joint:
-        """The enumerated Joint (for exact laws and KL); raises ValueError when (V+1)**L is too large."""
-        if self._joint is None:  # pragma: no cover - every built-in task has one
-            raise ValueError(f"task {self.name} has no enumerable joint.")
-        return self._joint(max_bytes)
+        """The enumerated Joint (for exact laws and KL); raises ValueError when V**L is too large."""
+        return self.language.joint(max_bytes)
 
     def enumerable(self, max_states: int = 5**10) -> bool:
         """True when exact laws are affordable: (V+1)**L <= max_states."""
@@ -179,8 +207,7 @@ def _joint_task(name: str, q: Joint) -> Task:
     def correct(tokens):
         return support[encode_sequence(np.asarray(tokens, dtype=np.int64), q.vocab_size)]
 
-    return Task(name, q.vocab_size, q.length, exact_denoiser(q), correct,
-                lambda t: np.asarray(q.log_prob(np.asarray(t))), lambda mb: q)
+    return Task(name, q, correct)
 
 
 def markov_task(key, vocab_size: int, length: int, concentration: float = 0.5, forbid: float = 0.3) -> Task:
@@ -289,7 +316,6 @@ def sudoku_task(clues=None, *, num_blanks: int | None = None, seed: int = 0, min
     if comp.shape[0] == 0:
         raise ValueError("the clue set has no valid completion.")
     sparse = SparseJoint(comp[:, blanks], 4, int(blanks.size))
-    den = SupportDenoiser(sparse)
 
     def correct(tokens):
         t = np.asarray(tokens, dtype=np.int64).reshape(-1, blanks.size)
@@ -297,9 +323,7 @@ def sudoku_task(clues=None, *, num_blanks: int | None = None, seed: int = 0, min
         g[:, blanks] = t
         return sudoku_valid(g)
 
-    task = Task(f"sudoku4(blanks={blanks.size},K={comp.shape[0]})", 4, int(blanks.size), den, correct,
-                sparse.log_prob, lambda mb: sparse.to_joint(mb), sparse, grid)
-    return task
+    return Task(f"sudoku4(blanks={blanks.size},K={comp.shape[0]})", sparse, correct, grid)
 
 
 def _completions(sols: np.ndarray, grid: np.ndarray) -> np.ndarray:

@@ -30,11 +30,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from theory.validation import check_vocab_length, require_x64
-from theory.denoiser import ExactDenoiser, exact_denoiser
+from theory.denoiser import ExactDenoiser
 from theory.joint import Joint
 from theory.metrics import log_ter, sequence_error_rate
 from theory.policies import RandomOrder
@@ -68,8 +69,8 @@ class BlockDenoiser:
 class BlockLanguage:
     """q(x) = prod_j q_block(x_{jb : (j+1)b}): ``num_blocks`` i.i.d. blocks of a small joint ``block``.
 
-    ``length = num_blocks * block.length``. ``.joint()`` enumerates (small L), ``.denoiser()`` is exact at
-    any L, ``.log_prob(tokens)`` and ``.is_correct(tokens)`` score samples (num, L).
+    ``length = num_blocks * block.length``. A Language (:mod:`theory.language`) at any L: ``denoiser()``,
+    ``log_prob``, ``entropy``, ``sample``, ``with_length``; ``joint()`` enumerates (small L only).
     """
 
     block: Joint
@@ -114,7 +115,18 @@ class BlockLanguage:
         return Joint(out, self.vocab_size, self.length, max_bytes=max_bytes)
 
     def denoiser(self) -> BlockDenoiser:
-        return BlockDenoiser(exact_denoiser(self.block), self.num_blocks, self.vocab_size, self.length)
+        """The exact conditionals at any L: the block's exact denoiser block by block (built once)."""
+        d = self.__dict__.get("_denoiser")
+        if d is None:
+            d = BlockDenoiser(self.block.denoiser(), self.num_blocks, self.vocab_size, self.length)
+            object.__setattr__(self, "_denoiser", d)
+        return d
+
+    def sample(self, key, num: int) -> jax.Array:
+        """``num`` exact samples (num, L): ``num_blocks`` i.i.d. blocks per sequence."""
+        if isinstance(num, bool) or not isinstance(num, (int, np.integer)) or num < 1:
+            raise ValueError(f"num must be a positive int, got {num!r}.")
+        return self.block.sample(key, int(num) * self.num_blocks).reshape(int(num), self.length)
 
     def _block_log_probs(self, tokens) -> np.ndarray:
         t = np.asarray(tokens, dtype=np.int64)
@@ -126,10 +138,6 @@ class BlockLanguage:
     def log_prob(self, tokens) -> np.ndarray:
         """log q(x) for tokens (num, L) -> (num,); -inf outside the support."""
         return self._block_log_probs(tokens).sum(1)
-
-    def is_correct(self, tokens) -> np.ndarray:
-        """q(x) > 0 for tokens (num, L) -> (num,) bool (the SER's notion of a correct sequence)."""
-        return np.isfinite(self._block_log_probs(tokens)).all(1)
 
 
 def copy_pairs(length: int) -> BlockLanguage:

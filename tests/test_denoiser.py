@@ -14,7 +14,7 @@ from theory.states import all_states
 @given(joints(max_states=4**4), st.data())
 def test_exact_denoiser_equals_bruteforce(q, data):
     V, L = q.vocab_size, q.length
-    den = exact_denoiser(q)
+    den = q.denoiser()
     zs = np.array(data.draw(st.lists(st.lists(st.integers(0, V), min_size=L, max_size=L), min_size=1, max_size=6)))
     got = np.asarray(den.marginals(zs))
     p = np.asarray(q.probs)
@@ -44,10 +44,10 @@ def test_cylinder_sums_and_table(q):
 
 def test_zero_probability_state_gets_uniform():
     q = Joint(np.array([0.5, 0.0, 0.0, 0.5]), 2, 2)  # support {00, 11}
-    m = np.asarray(exact_denoiser(q).marginals(np.array([[0, 2], [2, 2]])))
+    m = np.asarray(q.denoiser().marginals(np.array([[0, 2], [2, 2]])))
     assert_close(m[0, 1], np.array([1.0, 0.0]))  # 0? -> 00
     q2 = Joint(np.array([0.5, 0.5, 0.0, 0.0]), 2, 2)  # x0 = 0 always
-    m2 = np.asarray(exact_denoiser(q2).marginals(np.array([[1, 2]])))
+    m2 = np.asarray(q2.denoiser().marginals(np.array([[1, 2]])))
     assert_close(m2[0, 1], np.array([0.5, 0.5]))  # impossible state: documented uniform answer
     assert np.all(np.isfinite(m2))
 

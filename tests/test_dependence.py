@@ -10,7 +10,6 @@
 """
 from __future__ import annotations
 
-import itertools
 
 import jax
 import numpy as np
@@ -22,7 +21,7 @@ from conftest import assert_close
 from strategies import any_proxy, eb_gammas, joints, perturbed_table, seeds
 from synthetic.tasks import copy_pairs_task
 from theory import policies
-from theory.denoiser import TabularDenoiser, exact_denoiser
+from theory.denoiser import TabularDenoiser
 from theory.dependence import error_decomposition, reveal_set_entropies
 from theory.joint import Joint
 
@@ -72,7 +71,7 @@ def _marginal_entropy(joint, A):
 def test_reveal_set_entropies_match_bruteforce(q, seed):
     V, L = q.vocab_size, q.length
     rng = np.random.default_rng(seed)
-    ex = exact_denoiser(q)
+    ex = q.denoiser()
     from theory.states import decode_sequence
 
     x = decode_sequence(rng.choice(q.size, size=6, p=np.asarray(q.probs)), V, L)  # values from q's support
@@ -148,7 +147,7 @@ def test_fixed_order_dependence_chain_rule(q, data):
     cuts = sorted(data.draw(st.sets(st.integers(1, L - 1), max_size=L - 1))) if L > 1 else []
     counts = np.diff([0, *cuts, L])
     dec = error_decomposition(q, policies.FixedOrder(tuple(perm)), counts=counts)
-    total, done, per_step = 0.0, [], []
+    _total, done, per_step = 0.0, [], []
     for c in counts:
         block = list(perm[len(done):len(done) + c])
         hd = _marginal_entropy(q, done)
@@ -232,7 +231,7 @@ def test_sampler_path_is_not_a_bound():
     assert_close(np.asarray(dec.per_step["model_error"]), np.array([step1, 0.5 * np.log(1 / e)]))
     assert_close(dec.bound, kl_hand)
     # the same model-error sum along the sampler's path (values drawn from the model), by exact_law
-    ex = exact_denoiser(q)
+    ex = q.denoiser()
     sums = []
 
     def cb(n, states, probs, marg, parent, subsets, weights):

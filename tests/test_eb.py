@@ -21,13 +21,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from conftest import assert_close
-from strategies import any_proxy, eb_gammas, joints, masked_marginals, seeds
+from strategies import any_proxy, eb_gammas, joints, masked_marginals
 from synthetic.tasks import copy_pairs_task, sudoku_task
 from theory import policies
-from theory.denoiser import exact_denoiser
 from theory.metrics import mean_se
 from theory.sampling import exact_law, sample
 
@@ -164,10 +162,10 @@ def test_mc_sampler_agrees_with_exact_law():
     """MC sampler with EB on the sparse Sudoku denoiser: NFE and accuracy within 4 standard errors."""
     task = sudoku_task(num_blanks=6, seed=1, min_solutions=2)
     pol = policies.EntropyBounded(0.7, "confidence")
-    law = exact_law(task.denoiser, pol)
+    law = exact_law(task.denoiser(), pol)
     q = task.joint()
     acc_exact = float(np.asarray(law.probs)[np.asarray(q.probs) > 0].sum())
-    s = sample(jax.random.PRNGKey(7), task.denoiser, pol, num=4000)
+    s = sample(jax.random.PRNGKey(7), task.denoiser(), pol, num=4000)
     nfe = mean_se(np.asarray(s.nfe, dtype=np.float64))
     acc = mean_se(task.correct(np.asarray(s.tokens)).astype(np.float64))
     assert abs(nfe.mean - law.expected_nfe) <= 4 * nfe.se + 1e-12

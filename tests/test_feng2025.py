@@ -12,8 +12,8 @@ from synthetic import steps_length as sl
 from synthetic import worst_case as wc
 from theory import bounds as B
 from theory import metrics, policies, schedules as S
-from theory.denoiser import exact_denoiser
-from theory.sampling import exact_law
+from theory.denoiser import smoothed, smoothing_kl_bound
+from theory.sampling import exact_law, sample
 
 from conftest import assert_close
 from strategies import entropy_ngrams, schedules_st
@@ -107,10 +107,10 @@ def test_kl_below_dependence_and_ter_gap_within_bound(lang, N, reveal):
 @given(lang=entropy_ngrams(max_states=4**4), N=st.integers(1, 4), lam=st.sampled_from([0.01, 0.1, 0.3]))
 def test_learning_error_kl_rate_bound_and_ter_move(lang, N, lam):
     q = lang.joint()
-    d = sl.smoothed(exact_denoiser(q), lam)
+    d = smoothed(q.denoiser(), lam)
     dec = B.dependence_kl_bound(q, policies.RandomOrder(), N, denoiser=d, reveal="bernoulli")
     assert dec.kl <= dec.model_error + dec.dependence + 1e-10
-    assert dec.model_error <= q.length * sl.smoothing_eps_learning(lam) + 1e-12  # each token once, KL <= eps
+    assert dec.model_error <= q.length * smoothing_kl_bound(lam) + 1e-12  # each token once, KL <= eps
     p0 = np.asarray(exact_law(q, policies.RandomOrder(), N, reveal="bernoulli").probs)
     p1 = np.asarray(exact_law(q, policies.RandomOrder(), N, reveal="bernoulli", denoiser=d).probs)
     mv = B.ter_gap_locality_bound(p1, lang, reference=p0)
@@ -200,11 +200,12 @@ def test_additive_ngram_marginals_uniform_joint_deterministic():
 
 
 @pytest.mark.parametrize("reveal", ["bernoulli", "fixed"])
-def test_fast_sampler_matches_exact_law(reveal):
+def test_ngram_sampler_matches_exact_law(reveal):
+    """The core sampler with the n-gram's forward–backward conditionals (marginals_at) draws the exact law."""
     lang = la.entropy_ngram(jax.random.PRNGKey(5), 2, 2, 5, 0.3)
-    q = lang.joint()
-    e = sl.exact_metrics(q, 2, reveal=reveal)
-    toks = sl.sample_random_order(jax.random.PRNGKey(0), exact_denoiser(q), 2, num=4000, reveal=reveal)
+    e = sl.exact_metrics(lang, 2, reveal=reveal)
+    toks = np.asarray(sample(jax.random.PRNGKey(0), lang.denoiser(), policies.RandomOrder(), 2, num=4000,
+                             reveal=reveal).tokens)
     emp = metrics.empirical_law(toks, 2)
     p = e["law"]
     # chi-square goodness of fit on cells with expected count >= 5 (level 1e-4)
@@ -241,8 +242,7 @@ def test_fixed_counts_min_steps_is_the_first_crossing():
         assert n <= L  # one token per step (N = L) always has SER = 0
 
 
-@pytest.mark.skipif(not sl.has_markov_engine(), reason="needs synthetic.markov (issue 3)")
-def test_ngram_mc_matches_exact_with_markov_engine():
+def test_ngram_mc_matches_exact():
     lang = la.entropy_ngram(jax.random.PRNGKey(11), 3, 2, 6, 0.6)
     for N in (1, 3):
         e = sl.exact_metrics(lang, N)

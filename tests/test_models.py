@@ -12,7 +12,7 @@ from strategies import model_kinds, partial_state_batches
 from synthetic import languages
 from synthetic.models import LearnedDenoiser, ModelConfig, init_denoiser, init_network
 from theory import policies
-from theory.denoiser import Denoiser, exact_denoiser
+from theory.denoiser import Denoiser
 from theory.metrics import empirical_law
 from theory.sampling import exact_law, sample
 
@@ -68,7 +68,7 @@ def test_exact_and_learned_plug_into_the_same_calls(which):
     """The same sample(...) and exact_law(..., denoiser=...) calls, no adapters; MC agrees with the exact law."""
     V, L = 3, 3
     q = languages.random_markov(jax.random.PRNGKey(3), V, L).joint()
-    den = exact_denoiser(q) if which == "exact" else _model("transformer", V, L, seed=5)
+    den = q.denoiser() if which == "exact" else _model("transformer", V, L, seed=5)
     for pol in (policies.TopK("confidence"),):  # a policy that reads the marginals
         law = exact_law(q, pol, 2, denoiser=den)
         s = sample(jax.random.PRNGKey(7), den, pol, 2, num=3000)

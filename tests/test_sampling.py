@@ -8,7 +8,6 @@ from scipy.stats import chisquare
 from conftest import assert_close
 from strategies import joints, reveals, schedules_st, steps_st, value_blind_policies
 from theory import metrics, policies, schedules
-from theory.denoiser import exact_denoiser
 from theory.joint import Joint
 from theory.reference import reference_law
 from theory.sampling import exact_law, sample
@@ -122,7 +121,7 @@ def test_fixed_nfe_counts_nonempty_steps():
 def test_monte_carlo_matches_exact_law_chisquare():
     """Chi-square goodness of fit over all V**L outcomes, fixed seed, level alpha = 1e-3."""
     q = Joint.from_unnormalized(np.arange(1, 17, dtype=np.float64) ** 1.5, 2, 4)
-    den = exact_denoiser(q)
+    den = q.denoiser()
     num = 40000
     for reveal, pol in (("fixed", policies.RandomOrder()), ("bernoulli", policies.RandomOrder()),
                         ("fixed", policies.TopK("margin"))):
@@ -136,7 +135,7 @@ def test_monte_carlo_matches_exact_law_chisquare():
 
 def test_sample_is_independent_of_batch_size():
     q = Joint.from_unnormalized(np.arange(1, 9, dtype=np.float64), 2, 3)
-    den = exact_denoiser(q)
+    den = q.denoiser()
     a = sample(jax.random.PRNGKey(3), den, None, 2, num=10)
     b = sample(jax.random.PRNGKey(3), den, None, 2, num=10, batch_size=3)
     assert np.array_equal(np.asarray(a.tokens), np.asarray(b.tokens))
@@ -154,7 +153,7 @@ def test_sampling_bad_input():
     with pytest.raises(ValueError, match="pass steps"):
         exact_law(q, None)
     with pytest.raises(ValueError, match="num"):
-        sample(jax.random.PRNGKey(0), exact_denoiser(q), None, 2, num=0)
+        sample(jax.random.PRNGKey(0), q.denoiser(), None, 2, num=0)
     with pytest.raises(TypeError, match="marginals"):
         sample(jax.random.PRNGKey(0), object(), None, 2, num=3)
     from theory.denoiser import FunctionDenoiser

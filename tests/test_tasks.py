@@ -14,7 +14,6 @@ from conftest import assert_close
 from strategies import seeds
 from synthetic import tasks
 from theory import policies
-from theory.denoiser import exact_denoiser
 from theory.sampling import exact_law
 from theory.states import all_sequences, all_states
 
@@ -61,13 +60,13 @@ def test_sudoku_sparse_denoiser_equals_enumerated(blanks, seed):
     task = tasks.sudoku_task(num_blanks=blanks, seed=seed, min_solutions=2)
     q = task.joint()
     S = all_states(4, blanks)
-    assert_close(np.asarray(task.denoiser.marginals(S)), np.asarray(exact_denoiser(q).marginals(S)), atol=1e-15)
+    assert_close(np.asarray(task.denoiser().marginals(S)), np.asarray(q.denoiser().marginals(S)), atol=1e-15)
     # correctness predicate = support of q (the completions are exactly the valid grids)
     seqs = all_sequences(4, blanks)
     np.testing.assert_array_equal(task.correct(seqs), np.asarray(q.probs) > 0)
     # exact_law through the sparse denoiser = through the Joint
     pol = policies.EntropyBounded(0.3, "margin")
-    assert_close(np.asarray(exact_law(task.denoiser, pol).probs), np.asarray(exact_law(q, pol).probs), atol=1e-15)
+    assert_close(np.asarray(exact_law(task.denoiser(), pol).probs), np.asarray(exact_law(q, pol).probs), atol=1e-15)
 
 
 @settings(max_examples=12)
@@ -80,9 +79,9 @@ def test_sparse_joint_denoiser_equals_exact(seed, V, L):
     seqs = all_sequences(V, L)[idx]
     w = rng.random(K) + 0.1
     sj = tasks.SparseJoint(seqs, V, L, w)
-    q = sj.to_joint()
+    q = sj.joint()
     S = all_states(V, L)
-    assert_close(np.asarray(sj.denoiser().marginals(S)), np.asarray(exact_denoiser(q).marginals(S)), atol=1e-15)
+    assert_close(np.asarray(sj.denoiser().marginals(S)), np.asarray(q.denoiser().marginals(S)), atol=1e-15)
     assert_close(sj.entropy(), q.entropy(), atol=1e-15)
     assert_close(sj.log_prob(seqs), np.asarray(q.log_prob(seqs)))
 
@@ -126,7 +125,7 @@ def test_smoothed_kl_bound_and_tempered_identity(seed, eps):
     from synthetic.languages import dirichlet
 
     q = dirichlet(jax.random.PRNGKey(seed % 7), 3, 3, 0.3)
-    ex = exact_denoiser(q)
+    ex = q.denoiser()
     S = all_states(3, 3)
     qm = np.asarray(ex.marginals(S))
     pm = np.asarray(tasks.smoothed(ex, eps).marginals(S))

@@ -27,7 +27,6 @@ import numpy as np
 import pandas as pd
 
 from .validation import require_x64
-from .denoiser import exact_denoiser
 from .joint import Joint
 from .metrics import kl
 from .policies import token_entropy
@@ -104,7 +103,7 @@ def error_decomposition(joint: Joint, policy=None, steps=None, *, denoiser=None,
     ``denoiser`` (default: q's exact denoiser) is the model p_theta; the policy sees its marginals.
     """
     require_x64("error_decomposition")
-    ex = exact_denoiser(joint, max_bytes)
+    ex = joint.denoiser(max_bytes)
     model = ex if denoiser is None else denoiser
     cyl = np.asarray(ex.cyl)
     V, L = joint.vocab_size, joint.length

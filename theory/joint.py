@@ -1,7 +1,11 @@
-"""A validated probability table over V**L (the data distribution q of a small MDM world)."""
+"""A validated probability table over V**L (the data distribution q of a small MDM world).
+
+A Joint is a Language (:mod:`theory.language`): ``denoiser()``, ``log_prob``, ``entropy``, ``sample``.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -16,6 +20,15 @@ from .validation import (
     human_bytes,
 )
 from .states import all_sequences, encode_sequence
+
+
+@partial(jax.jit, static_argnums=(2, 3, 4))
+def _sample_table(probs, key, num, V, L):
+    u = jax.random.uniform(key, (num,), dtype=jnp.float64)
+    cdf = jnp.cumsum(probs)
+    idx = jnp.minimum(jnp.searchsorted(cdf, u * cdf[-1], side="right"), V**L - 1)
+    st = jnp.asarray(V ** np.arange(L - 1, -1, -1, dtype=np.int64))
+    return ((idx[:, None] // st) % V).astype(jnp.int32)  # (num, L)
 
 
 def joint_bytes(vocab_size: int, length: int) -> int:
@@ -94,6 +107,17 @@ class Joint:
         """Boolean (V**L,): q(x) > 0."""
         return np.asarray(self.probs) > 0
 
+    # ---- the Language protocol (theory.language) --------------------------------------------------
+    def denoiser(self, max_bytes: float | None = None):
+        """The exact conditionals of q (cylinder sums over (V+1)**L, built once): an ExactDenoiser."""
+        from .denoiser import exact_denoiser
+
+        return exact_denoiser(self, max_bytes)
+
+    def joint(self, max_bytes: float | None = None) -> "Joint":
+        """The enumerated table: the Joint itself (the :class:`theory.language.Enumerable` member)."""
+        return self
+
     # ---- quantities --------------------------------------------------------------------------
     def entropy(self) -> float:
         """H(q) in nats."""
@@ -114,11 +138,9 @@ class Joint:
 
     def sample(self, key, num: int) -> jax.Array:
         """Draw ``num`` exact samples (num, L) from q (float64 inverse-CDF)."""
-        u = jax.random.uniform(key, (num,), dtype=jnp.float64)
-        cdf = jnp.cumsum(self.probs)
-        idx = jnp.minimum(jnp.searchsorted(cdf, u * cdf[-1], side="right"), self.size - 1)
-        st = jnp.asarray(self.vocab_size ** np.arange(self.length - 1, -1, -1, dtype=np.int64))
-        return (idx[:, None] // st) % self.vocab_size  # (num, L)
+        if isinstance(num, bool) or not isinstance(num, (int, np.integer)) or num < 1:
+            raise ValueError(f"num must be a positive int, got {num!r}.")
+        return _sample_table(self.probs, key, int(num), self.vocab_size, self.length)
 
     def __repr__(self) -> str:
         return f"Joint(V={self.vocab_size}, L={self.length}, H={self.entropy():.4f} nats, {human_bytes(8 * self.size)})"

@@ -136,10 +136,20 @@ def empirical_law(tokens, vocab_size: int) -> np.ndarray:
     return np.bincount(idx, minlength=vocab_size**L) / t.shape[0]
 
 
-def sample_metrics(tokens, joint: Joint, correct: Callable | None = None) -> pd.DataFrame:
-    """One-row DataFrame of log TER and SER (mean, se, n) for samples (num, L) scored by ``joint``."""
+def sample_metrics(tokens, language, correct: Callable | None = None, nfe=None) -> pd.DataFrame:
+    """One-row DataFrame of log TER and SER (mean, se, n) for samples (num, L) scored by ``language``.
+
+    ``language``: any Language (:mod:`theory.language`; its ``log_prob`` scores the samples) or Joint.
+    SER counts samples that are not ``correct(tokens) -> (num,) bool`` (default: q(x) > 0). With ``nfe``
+    (num,) also the mean NFE and its standard error. log TER is +inf if a sample leaves the support.
+    """
     t = np.asarray(tokens, dtype=np.int64)
-    lq = np.asarray(joint.log_prob(t))
+    lq = np.asarray(language.log_prob(t), dtype=np.float64)
     ok = np.isfinite(lq) if correct is None else np.asarray(correct(t), dtype=bool)
-    row = {**log_ter_mc(lq, joint.length).as_dict("log_ter_"), **ser_mc(ok).as_dict("ser_")}
+    if ok.shape != lq.shape:
+        raise ValueError(f"correct() must return one bool per sample ({lq.shape}), got {ok.shape}.")
+    row = {**log_ter_mc(lq, language.length).as_dict("log_ter_"), **ser_mc(ok).as_dict("ser_")}
+    if nfe is not None:
+        e = mean_se(np.asarray(nfe, dtype=np.float64))
+        row.update(nfe_mean=e.mean, nfe_se=e.se)
     return pd.DataFrame([row])

@@ -33,7 +33,7 @@ import numpy as np
 from scipy.stats import binom
 
 from .validation import SCALABLE_HINT, check_size, check_steps, require_x64
-from .denoiser import ExactDenoiser, check_denoiser, exact_denoiser
+from .denoiser import ExactDenoiser, check_denoiser
 from .joint import Joint
 from .policies import RandomOrder, check_policy, is_registered
 from .schedules import Schedule, check_counts, fixed_counts, linear, reveal_probs
@@ -211,7 +211,7 @@ def exact_law(joint_or_denoiser, policy=None, steps=None, *, reveal: str = "fixe
     check_policy(policy)
     joint = joint_or_denoiser if isinstance(joint_or_denoiser, Joint) else None
     if denoiser is None:
-        denoiser = exact_denoiser(joint, max_bytes) if joint is not None else joint_or_denoiser
+        denoiser = joint.denoiser(max_bytes) if joint is not None else joint_or_denoiser
     if joint is not None:
         check_denoiser(denoiser, joint.vocab_size, joint.length)
     else:
@@ -223,7 +223,7 @@ def exact_law(joint_or_denoiser, policy=None, steps=None, *, reveal: str = "fixe
     if values == "joint":
         if joint is None:
             raise ValueError("values='joint' needs the Joint (it draws from q's joint conditionals).")
-        cyl = np.asarray(exact_denoiser(joint, max_bytes).cyl) if not isinstance(denoiser, ExactDenoiser) or denoiser.joint is not joint else np.asarray(denoiser.cyl)
+        cyl = np.asarray(joint.denoiser(max_bytes).cyl) if not isinstance(denoiser, ExactDenoiser) or denoiser.joint is not joint else np.asarray(denoiser.cyl)
     S = (V + 1) ** L
     check_size(8 * S, f"exact_law's state space (V+1)**L = {V + 1}**{L}", max_bytes,
                SCALABLE_HINT + " (theory.sampling.sample)")
@@ -233,7 +233,6 @@ def exact_law(joint_or_denoiser, policy=None, steps=None, *, reveal: str = "fixe
     prob = np.ones(1)
     nfe = 0.0
     n = 0
-    full_mask = None
     while True:
         states = (idx[:, None] // st) % (V + 1)  # (K, L)
         masked_any = (states == V).any(1)

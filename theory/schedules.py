@@ -33,12 +33,27 @@ _GRID = 2049
 
 @dataclass(frozen=True, eq=False)
 class Schedule:
-    """A mask schedule: ``alpha(t)`` (clean probability) and ``dalpha(t)``; ``name`` for tables/plots."""
+    """A mask schedule: ``alpha(t)`` (clean probability) and ``dalpha(t)``; ``name`` for tables/plots.
+
+    Schedules compare and hash by value — the built-in families by (name, params), so two ``linear()``
+    share jit caches; user schedules (:func:`from_function`) by their functions as well.
+    """
 
     alpha_fn: Callable
     dalpha_fn: Callable
     name: str
     params: dict = field(default_factory=dict)
+    builtin: bool = False
+
+    def _identity(self):
+        p = tuple(sorted(self.params.items()))
+        return (self.name, p) if self.builtin else (self.name, p, self.alpha_fn, self.dalpha_fn)
+
+    def __eq__(self, other):
+        return isinstance(other, Schedule) and self._identity() == other._identity()
+
+    def __hash__(self):
+        return hash(self._identity())
 
     def alpha(self, t):
         return self.alpha_fn(jnp.asarray(t, dtype=jnp.result_type(float)))
@@ -89,12 +104,12 @@ def from_function(alpha: Callable, dalpha: Callable | None = None, name: str = "
 
 def linear() -> Schedule:
     """alpha(t) = 1 - t (MDLM/MD4 linear)."""
-    return Schedule(lambda t: 1.0 - t, lambda t: -jnp.ones_like(t), "linear")
+    return Schedule(lambda t: 1.0 - t, lambda t: -jnp.ones_like(t), "linear", builtin=True)
 
 
 def cosine() -> Schedule:
     """alpha(t) = 1 - sin(pi t / 2) (MD4's "cosine": 1 - cos(pi/2 (1 - t))). alpha(1/2) = 1 - sqrt(2)/2."""
-    return Schedule(lambda t: 1.0 - jnp.sin(jnp.pi * t / 2), lambda t: -(jnp.pi / 2) * jnp.cos(jnp.pi * t / 2), "cosine")
+    return Schedule(lambda t: 1.0 - jnp.sin(jnp.pi * t / 2), lambda t: -(jnp.pi / 2) * jnp.cos(jnp.pi * t / 2), "cosine", builtin=True)
 
 
 def cosine_squared() -> Schedule:
@@ -103,6 +118,7 @@ def cosine_squared() -> Schedule:
         lambda t: jnp.cos(jnp.pi * t / 2) ** 2,
         lambda t: -(jnp.pi / 2) * jnp.sin(jnp.pi * t),
         "cosine_squared",
+        builtin=True,
     )
 
 
@@ -111,7 +127,7 @@ def polynomial(power: float) -> Schedule:
     if not power > 0:
         raise ValueError(f"polynomial schedule needs power > 0, got {power}.")
     p = float(power)
-    return Schedule(lambda t: 1.0 - t**p, lambda t: -p * t ** (p - 1.0), "polynomial", {"power": p})
+    return Schedule(lambda t: 1.0 - t**p, lambda t: -p * t ** (p - 1.0), "polynomial", {"power": p}, builtin=True)
 
 
 def geometric(sigma_min: float = 1e-4, sigma_max: float = 20.0) -> Schedule:
@@ -134,7 +150,7 @@ def geometric(sigma_min: float = 1e-4, sigma_max: float = 20.0) -> Schedule:
         s = sig(t)
         return -jnp.exp(-s) * s * np.log(hi / lo) / scale
 
-    return Schedule(alpha, dalpha, "geometric", {"sigma_min": lo, "sigma_max": hi})
+    return Schedule(alpha, dalpha, "geometric", {"sigma_min": lo, "sigma_max": hi}, builtin=True)
 
 
 def _check_ab(a, b):
@@ -150,7 +166,7 @@ def _beta_pdf(t, a, b):
 def beta_cdf(a: float, b: float) -> Schedule:
     """alpha(t) = 1 - I_t(a, b): the masked fraction follows the Beta(a, b) CDF. Beta(1, 1) is linear."""
     a, b = _check_ab(a, b)
-    return Schedule(lambda t: 1.0 - jsp.betainc(a, b, t), lambda t: -_beta_pdf(t, a, b), "beta_cdf", {"a": a, "b": b})
+    return Schedule(lambda t: 1.0 - jsp.betainc(a, b, t), lambda t: -_beta_pdf(t, a, b), "beta_cdf", {"a": a, "b": b}, builtin=True)
 
 
 def sin2_beta(a: float, b: float) -> Schedule:
@@ -169,7 +185,33 @@ def sin2_beta(a: float, b: float) -> Schedule:
         g = jsp.betainc(a, b, 1.0 - t)
         return -(jnp.pi / 2) * jnp.sin(jnp.pi * g) * _beta_pdf(1.0 - t, a, b)
 
-    return Schedule(alpha, dalpha, "sin2_beta", {"a": a, "b": b})
+    return Schedule(alpha, dalpha, "sin2_beta", {"a": a, "b": b}, builtin=True)
+
+
+@dataclass(frozen=True)
+class PerPosition:
+    """One schedule per position, alpha_{t,l} (Garg2025): ``alpha(t)``, ``dalpha(t)`` return t.shape + (L,).
+
+    Used by the training loss and its evaluation (:mod:`theory.elbo`); the samplers take a shared schedule.
+    """
+
+    schedules: tuple
+
+    def __post_init__(self):
+        sch = tuple(self.schedules)
+        if not sch or not all(isinstance(x, Schedule) for x in sch):
+            raise TypeError("PerPosition needs a non-empty sequence of theory.schedules.Schedule (one per position).")
+        object.__setattr__(self, "schedules", sch)
+
+    @property
+    def length(self) -> int:
+        return len(self.schedules)
+
+    def alpha(self, t):
+        return jnp.stack([s.alpha(t) for s in self.schedules], axis=-1)
+
+    def dalpha(self, t):
+        return jnp.stack([s.dalpha(t) for s in self.schedules], axis=-1)
 
 
 # ---- discretisation ---------------------------------------------------------------------------

@@ -1,8 +1,8 @@
-"""Tests of the scalable engine synthetic.markov (issue 3) against the enumerated exact engine."""
+"""The chain languages (Markov / n-gram / HMM) at any length, through the Language protocol, against the
+enumerated exact engine (synthetic.chain_oracle, synthetic.forward_backward, synthetic.chain_exact)."""
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -10,9 +10,9 @@ from scipy import stats
 
 from conftest import assert_close
 from strategies import fibonacci_ngram, seeds, structured_languages
-from synthetic import languages, markov
+from synthetic import chain_oracle, languages
 from theory import metrics, policies, sampling
-from theory.denoiser import exact_denoiser
+from theory.language import entropy_mc
 from theory.states import all_states
 
 # policies are static jit arguments hashed by identity: share instances so each compiles once
@@ -23,7 +23,7 @@ TOPK = policies.TopK("confidence")
 
 def _exact_entropy_terms(lang):
     J = lang.joint()
-    return J, exact_denoiser(J)
+    return J, J.denoiser()
 
 
 # ---- exact conditionals ----------------------------------------------------------------------------
@@ -32,27 +32,27 @@ def _check_conditionals(lang):
     contexts included), log q(visible part), log q(x) and H(q), against the enumerated Joint."""
     J, E = _exact_entropy_terms(lang)
     S = all_states(lang.vocab_size, lang.length)
-    got = markov.conditionals(lang, S)
+    got = lang.conditionals(S)
     assert_close(got, E.marginals(jnp.asarray(S)), rtol=1e-10, atol=1e-300)
     # the Denoiser object (traced path) gives the same, and marginals_at is a gather of it
-    d = markov.denoiser(lang)
+    d = lang.denoiser()
     assert_close(d.marginals(jnp.asarray(S)), got, rtol=1e-12)
     if hasattr(d, "marginals_at"):
         pos = np.random.default_rng(0).integers(0, lang.length, (S.shape[0], 3))
         assert_close(d.marginals_at(jnp.asarray(S), jnp.asarray(pos)), np.take_along_axis(np.asarray(got), pos[..., None], 1))
     # log q(visible part) equals the cylinder sum
     cyl = np.asarray(E.state_prob(jnp.asarray(S)))
-    lm = np.asarray(markov.log_marginal(lang, S))
+    lm = np.asarray(lang.log_marginal(S))
     assert np.array_equal(np.isneginf(lm), cyl == 0)
     assert_close(np.exp(lm), cyl, rtol=1e-10)
     # log q and H(q) against the Joint
     x = J.sequences()
-    lp = np.asarray(markov.log_prob(lang, x))
+    lp = np.asarray(lang.log_prob(x))
     ref = np.asarray(J.log_prob(x))
     assert np.array_equal(np.isneginf(lp), np.isneginf(ref))
     fin = np.isfinite(ref)
     assert_close(lp[fin], ref[fin], rtol=1e-10, atol=1e-12)
-    assert_close(markov.entropy(lang), J.entropy(), rtol=1e-10, atol=1e-12)
+    assert_close(lang.entropy(), J.entropy(), rtol=1e-10, atol=1e-12)
 
 
 # every example compiles its own shapes (~1-3 s): a dozen by default, many more under -m slow
@@ -72,20 +72,20 @@ def test_conditionals_equal_enumerated_engine_many(lang):
 def test_pinned_markov_conditional_by_hand():
     """P = [[.9, .1], [.2, .8]], z = (0, M, 1): q(x_1 = v) ∝ P[0, v] P[v, 1] = (.09, .08) -> (9/17, 8/17)."""
     lang = languages.MarkovChain(np.array([0.5, 0.5]), np.array([[0.9, 0.1], [0.2, 0.8]]), 3)
-    got = np.asarray(markov.conditionals(lang, np.array([[0, 2, 1]])))[0]
+    got = np.asarray(lang.conditionals(np.array([[0, 2, 1]])))[0]
     assert_close(got, np.array([[1.0, 0.0], [9 / 17, 8 / 17], [0.0, 1.0]]), rtol=1e-14)
     # no right neighbour: z = (1, M, M): x_2 | x_0 = 1 is P^2[1] = (.2*.9 + .8*.2, .2*.1 + .8*.8) = (.34, .66)
-    got = np.asarray(markov.conditionals(lang, np.array([[1, 2, 2]])))[0]
+    got = np.asarray(lang.conditionals(np.array([[1, 2, 2]])))[0]
     assert_close(got[2], np.array([0.34, 0.66]), rtol=1e-14)
 
 
 def test_zero_probability_state_gets_uniform():
     """Fibonacci mod 3 trigram: (0, 0, 1, M) is impossible (x_2 must be 0) -> 1/V at the mask."""
     lang = fibonacci_ngram(3, 4)
-    got = np.asarray(markov.conditionals(lang, np.array([[0, 0, 1, 3], [1, 1, 3, 3]])))
+    got = np.asarray(lang.conditionals(np.array([[0, 0, 1, 3], [1, 1, 3, 3]])))
     assert_close(got[0, 3], np.full(3, 1 / 3), rtol=1e-14)
     assert_close(got[1, 2:], np.array([[0, 0, 1.0], [1.0, 0, 0]]), rtol=1e-14)  # 1, 1, 2, 0
-    assert np.isneginf(np.asarray(markov.log_prob(lang, np.array([[0, 0, 1, 1]])))[0])
+    assert np.isneginf(np.asarray(lang.log_prob(np.array([[0, 0, 1, 1]])))[0])
 
 
 @settings(max_examples=2)
@@ -103,20 +103,20 @@ def test_engines_agree_at_large_length(seed, V, conc):
     ng = languages.NGram(mc.init, trans, L)
     hm = languages.HMM(mc.init, trans, np.eye(V), L)
     # partial states built from true samples (possible) and random tokens (often impossible)
-    x = np.asarray(markov.sample(mc, jax.random.PRNGKey(seed), 6))
+    x = np.asarray(mc.sample(jax.random.PRNGKey(seed), 6))
     z = np.concatenate([x, rng.integers(0, V, (2, L))])
     z = np.where(rng.random(z.shape) < rng.uniform(0.3, 0.99, (len(z), 1)), V, z)
-    a = np.asarray(markov.conditionals(mc, z))
-    assert_close(np.asarray(markov.conditionals(ng, z)), a, rtol=1e-10, atol=1e-14)
-    assert_close(np.asarray(markov.conditionals(hm, z)), a, rtol=1e-10, atol=1e-14)
-    assert_close(markov.log_marginal(ng, z), markov.log_marginal(mc, z), rtol=1e-10)
-    assert_close(markov.log_prob(hm, x), markov.log_prob(mc, x), rtol=1e-10)
-    assert_close(markov.entropy(ng), markov.entropy(mc), rtol=1e-10)
+    a = np.asarray(mc.conditionals(z))
+    assert_close(np.asarray(ng.conditionals(z)), a, rtol=1e-10, atol=1e-14)
+    assert_close(np.asarray(hm.conditionals(z)), a, rtol=1e-10, atol=1e-14)
+    assert_close(ng.log_marginal(z), mc.log_marginal(z), rtol=1e-10)
+    assert_close(hm.log_prob(x), mc.log_prob(x), rtol=1e-10)
+    assert_close(ng.entropy(), mc.entropy(), rtol=1e-10)
     # a positive chain (the denoiser skips the possibility check) against its n-gram twin
     pos_mc = languages.MarkovChain(mc.init * 0.5 + 0.5 / V, mc.trans * 0.5 + 0.5 / V, L)
-    assert markov.denoiser(pos_mc).positive
+    assert pos_mc.denoiser().positive
     pos_ng = languages.NGram(pos_mc.init, pos_mc.trans, L)
-    assert_close(np.asarray(markov.conditionals(pos_mc, z)), np.asarray(markov.conditionals(pos_ng, z)), rtol=1e-10, atol=1e-14)
+    assert_close(np.asarray(pos_mc.conditionals(z)), np.asarray(pos_ng.conditionals(z)), rtol=1e-10, atol=1e-14)
 
 
 @pytest.mark.parametrize("L", [1, 5, 32, 33, 200])
@@ -125,7 +125,7 @@ def test_query_neighbours_bit_tricks_match_brute_force(L):
     rng = np.random.default_rng(L)
     vis = rng.random((5, L)) < np.array([[0.0], [0.05], [0.5], [0.9], [1.0]])
     pos = rng.integers(0, L, (5, K))
-    a, b = (np.asarray(x) for x in markov._query_neighbours(jnp.asarray(vis), jnp.asarray(pos)))
+    a, b = (np.asarray(x) for x in chain_oracle._query_neighbours(jnp.asarray(vis), jnp.asarray(pos)))
     for i in range(5):
         for k in range(K):
             p = pos[i, k]
@@ -147,27 +147,27 @@ def test_entropy_rate_two_state_closed_form():
     a, b = 0.3, 0.05
     lang = languages.MarkovChain(np.array([1.0, 0.0]), np.array([[1 - a, a], [b, 1 - b]]), 10)
     want = (b * _h([a, 1 - a]) + a * _h([b, 1 - b])) / (a + b)
-    assert_close(markov.entropy_rate(lang), want, rtol=1e-10)
+    assert_close(lang.entropy_rate(), want, rtol=1e-10)
     # H(q_{L+1}) - H(q_L) -> rate (|second eigenvalue| = 0.65 -> converged far below 1e-10 at L = 200)
-    assert_close(markov.entropy(lang.with_length(201)) - markov.entropy(lang.with_length(200)), want, rtol=1e-10)
+    assert_close(lang.with_length(201).entropy() - lang.with_length(200).entropy(), want, rtol=1e-10)
 
 
 def test_entropy_rate_ngram_special_cases():
-    assert markov.entropy_rate(fibonacci_ngram(5, 10)) == pytest.approx(0.0, abs=1e-14)
+    assert fibonacci_ngram(5, 10).entropy_rate() == pytest.approx(0.0, abs=1e-14)
     row = np.array([0.5, 0.3, 0.2])
     iid = languages.NGram(np.full(9, 1 / 9), np.broadcast_to(row, (3, 3, 3)).copy(), 6)
-    assert_close(markov.entropy_rate(iid), _h(row), rtol=1e-12)
+    assert_close(iid.entropy_rate(), _h(row), rtol=1e-12)
     # periodic chain (cycle 0 -> 1 -> 2 -> 0, deterministic) from a point mass: rate 0, H = 0
     cyc = languages.MarkovChain(np.array([1.0, 0, 0]), np.eye(3)[[1, 2, 0]], 50)
-    assert markov.entropy_rate(cyc) == pytest.approx(0.0, abs=1e-14) and markov.entropy(cyc) == pytest.approx(0.0, abs=1e-14)
+    assert cyc.entropy_rate() == pytest.approx(0.0, abs=1e-14) and cyc.entropy() == pytest.approx(0.0, abs=1e-14)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_entropy_rate_is_limit_of_entropy_increments(seed):
     key = jax.random.PRNGKey(seed)
     for lang in (languages.random_markov(key, 4, 2, 1.0), languages.random_ngram(key, 3, 3, 3, 1.0)):
-        inc = markov.entropy(lang.with_length(1001)) - markov.entropy(lang.with_length(1000))
-        assert_close(markov.entropy_rate(lang), inc, rtol=1e-9)
+        inc = lang.with_length(1001).entropy() - lang.with_length(1000).entropy()
+        assert_close(lang.entropy_rate(), inc, rtol=1e-9)
 
 
 # ---- exact sampling from q ---------------------------------------------------------------------------
@@ -178,14 +178,14 @@ def test_sample_follows_q_chi_square(kind):
     lang = {"markov": languages.random_markov(key, 3, 4, 1.0), "ngram3": languages.random_ngram(key, 2, 3, 5, 1.0),
             "hmm": languages.random_hmm(key, 2, 3, 4, 1.0)}[kind]
     J = lang.joint()
-    x = np.asarray(markov.sample(lang, jax.random.PRNGKey(7), 40000))
+    x = np.asarray(lang.sample(jax.random.PRNGKey(7), 40000))
     emp = np.round(metrics.empirical_law(x, lang.vocab_size) * len(x))
     p = np.asarray(J.probs)
     keep = p > 0
     assert emp[~keep].sum() == 0
     assert stats.chisquare(emp[keep], p[keep] * len(x)).pvalue > 1e-4
     # the Monte-Carlo entropy agrees with the exact one within 4 standard errors
-    e = markov.entropy_mc(lang, jax.random.PRNGKey(8), 4000)
+    e = entropy_mc(lang, jax.random.PRNGKey(8), 4000)
     assert abs(e.mean - J.entropy()) <= 4 * e.se
 
 
@@ -207,19 +207,15 @@ def test_mc_log_ter_and_ser_match_exact_law(policy, reveal, metric):
     lang = languages.random_markov(jax.random.PRNGKey(5), 3, 4, 0.5) if metric == "log_ter" else _sparse_markov()
     J = lang.joint()
     law = sampling.exact_law(J, policy, 2, reveal=reveal)
-    out = markov.sample_mdm(jax.random.PRNGKey(9), lang, policy, 2, num=6000, reveal=reveal)
-    est = markov.estimates(out, lang)
-    assert list(est.columns[:3]) == ["language", "vocab_size", "length"]
+    out = sampling.sample(jax.random.PRNGKey(9), lang.denoiser(), policy, 2, num=6000, reveal=reveal)
+    est = metrics.sample_metrics(out.tokens, lang, nfe=out.nfe)
     exact = metrics.log_ter(law.probs, J) if metric == "log_ter" else metrics.ser(law.probs, J)
     mean, se = float(est[f"{metric}_mean"].iloc[0]), float(est[f"{metric}_se"].iloc[0])
     assert np.isfinite(exact) and se > 0
     assert abs(mean - exact) <= 4 * se, (mean, se, exact)
     assert abs(est["nfe_mean"].iloc[0] - law.expected_nfe) <= 4 * est["nfe_se"].iloc[0] + 1e-12
-    # the same estimate from the per-sample frame, and from tokens with an explicit predicate
-    f = out.to_frame()
-    assert isinstance(f, pd.DataFrame) and len(f) == 6000
-    pd.testing.assert_series_equal(markov.estimates(f, lang)["ser_mean"], est["ser_mean"])
-    ok = markov.estimates(out.tokens, lang, correct=lambda t: np.asarray(J.log_prob(t)) > -np.inf)
+    # the same SER from tokens with an explicit predicate (the Joint's support)
+    ok = metrics.sample_metrics(out.tokens, lang, correct=lambda t: np.asarray(J.log_prob(t)) > -np.inf)
     assert ok["ser_mean"].iloc[0] == est["ser_mean"].iloc[0]
 
 
@@ -231,7 +227,7 @@ def test_fast_path_sampler_law_chi_square(which):
     lang = _sparse_markov().with_length(3) if which == "markov_fixed" else languages.random_markov(jax.random.PRNGKey(2), 2, 3, 0.3)
     J = lang.joint()
     reveal = "fixed" if which == "markov_fixed" else "bernoulli"
-    d = markov.denoiser(lang) if which == "markov_fixed" else exact_denoiser(J)
+    d = lang.denoiser() if which == "markov_fixed" else J.denoiser()
     law = np.asarray(sampling.exact_law(J, RANDOM, 2, reveal=reveal).probs)
     s = sampling.sample(jax.random.PRNGKey(4), d, RANDOM, 2, num=30000, reveal=reveal)
     emp = np.round(metrics.empirical_law(s.tokens, lang.vocab_size) * 30000)
@@ -240,14 +236,14 @@ def test_fast_path_sampler_law_chi_square(which):
     assert stats.chisquare(emp[keep], law[keep] * 30000).pvalue > 1e-4
 
 
-def test_sample_mdm_at_scale_smoke():
+def test_mc_at_scale_smoke():
     lang = languages.random_markov(jax.random.PRNGKey(0), 8, 256, 1.0)
-    out = markov.sample_mdm(jax.random.PRNGKey(1), lang, RANDOM, 8, num=16)
-    assert out.tokens.shape == (16, 256) and np.all(out.nfe == 8) and np.all(np.isfinite(out.log_q))
-    assert_close(out.log_q, np.asarray(markov.log_prob(lang, out.tokens)))
-    est = markov.estimates(out, lang)
+    out = sampling.sample(jax.random.PRNGKey(1), lang.denoiser(), RANDOM, 8, num=16)
+    assert out.tokens.shape == (16, 256) and np.all(np.asarray(out.nfe) == 8)
+    est = metrics.sample_metrics(out.tokens, lang, nfe=out.nfe)
+    assert est["ser_mean"].iloc[0] == 0.0  # Dirichlet(1) transitions are all positive
     # 8 parallel steps cannot beat the optimum H(q)/L by more than noise
-    assert est["log_ter_mean"].iloc[0] >= markov.entropy(lang) / 256 - 4 * est["log_ter_se"].iloc[0]
+    assert est["log_ter_mean"].iloc[0] >= lang.entropy() / 256 - 4 * est["log_ter_se"].iloc[0]
 
 
 # ---- bad input -----------------------------------------------------------------------------------------
@@ -258,26 +254,24 @@ def test_bad_input_raises():
     with pytest.raises(ValueError, match="length >= 3"):
         languages.random_ngram(jax.random.PRNGKey(0), 2, 3, 5).with_length(2)
     with pytest.raises(ValueError, match="shape"):
-        markov.conditionals(lang, np.full((2, 4), 3))
+        lang.conditionals(np.full((2, 4), 3))
     with pytest.raises(ValueError, match="entries in 0..3"):
-        markov.conditionals(lang, np.array([[0, 1, 4, 0, 0]]))
+        lang.conditionals(np.array([[0, 1, 4, 0, 0]]))
     with pytest.raises(TypeError, match="integers"):
-        markov.conditionals(lang, np.zeros((1, 5)))
+        lang.conditionals(np.zeros((1, 5)))
     with pytest.raises(ValueError, match="no mask token"):
-        markov.log_prob(lang, np.array([[0, 1, 3, 0, 0]]))
+        lang.log_prob(np.array([[0, 1, 3, 0, 0]]))
     with pytest.raises(ValueError, match="shape"):
-        markov.log_prob(lang, np.zeros((1, 6), int))
-    with pytest.raises(TypeError, match="MarkovChain, NGram or HMM"):
-        markov.denoiser(lang.joint())
+        lang.log_prob(np.zeros((1, 6), int))
     big_hmm = languages.random_hmm(jax.random.PRNGKey(0), 2, 4, 40)
     with pytest.raises(ValueError, match="entropy_mc"):
-        markov.entropy(big_hmm)
+        big_hmm.entropy()
     with pytest.raises(ValueError, match="no closed form"):
-        markov.entropy_rate(big_hmm)
+        big_hmm.entropy_rate()
     with pytest.raises(ValueError, match="positive int"):
-        markov.sample(lang, jax.random.PRNGKey(0), 0)
-    with pytest.raises(ValueError, match="log_q"):
-        markov.estimates(pd.DataFrame({"x": [1, 2]}), lang)
+        lang.sample(jax.random.PRNGKey(0), 0)
+    with pytest.raises(ValueError, match="one bool per sample"):
+        metrics.sample_metrics(np.zeros((3, 5), int), lang, correct=lambda t: np.ones(2, bool))
 
 
 # ---- the core sampler's fast path (issue 3 changes to theory/policies.py, theory/sampling.py) ---------

@@ -1,0 +1,207 @@
+"""Exact conditionals of a first-order Markov chain at any length L (the Markov oracle).
+
+For ``MarkovChain(init (V,), trans (V, V), length)`` (:mod:`synthetic.languages`), with the matrix powers
+P^d (d = 0..L) and the marginals m_i = init P^i precomputed, a masked position i with nearest visible
+neighbours a < i < b has
+
+    q(x_i = v | z) ∝ P^{i-a}[x_a, v] P^{b-i}[v, x_b]
+
+(m_i[v] in place of the first factor when there is no visible token on the left, 1 in place of the
+second when there is none on the right). The neighbours come from bit tricks on the visibility mask
+packed into 32-bit words (no loop over positions), so a whole batch is O(B L V), fully parallel;
+``marginals_at(states, positions)`` gives the conditionals at K positions only, in O(B (L/32 + K V))
+plus one packing pass — what the core sampler's fast path asks for. Whether the visible tokens are
+possible at all (else: uniform, the convention of :mod:`theory.denoiser`) needs one O(B L) pass,
+skipped for chains with all-positive init and transitions (``positive``).
+
+Nothing here enumerates V**L. Used through ``MarkovChain.denoiser()`` and ``MarkovChain.log_marginal``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from theory.validation import as_f64, check_size
+
+
+def safe_log(p):
+    """log p with log 0 = -inf and no NaN gradient path (jax.numpy)."""
+    return jnp.where(p > 0, jnp.log(jnp.where(p > 0, p, 1.0)), -jnp.inf)
+
+
+def matrix_powers(trans: np.ndarray, length: int) -> np.ndarray:
+    """P^d for d = 0..length, shape (length + 1, V, V) (numpy float64, sequential products)."""
+    V = trans.shape[0]
+    out = np.empty((length + 1, V, V))
+    out[0] = np.eye(V)
+    for d in range(1, length + 1):
+        out[d] = out[d - 1] @ trans
+    return out
+
+
+def position_marginals(init: np.ndarray, trans: np.ndarray, length: int) -> np.ndarray:
+    """m_i = init P^i for i = 0..length-1, shape (length, V)."""
+    out = np.empty((length, init.shape[0]))
+    out[0] = init
+    for i in range(1, length):
+        out[i] = out[i - 1] @ trans
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class MarkovDenoiser:
+    """Exact conditionals of a first-order Markov chain (see module docstring).
+
+    ``marginals`` costs O(B L V); ``marginals_at`` (K positions) O(B (L + K V)) with a small constant.
+
+    ``left`` (R_l, V): rows P^d[a, :] at row d*V + a, then the marginals m_i at row (L+1)*V + i.
+    ``right`` (R_r, V): rows P^d[:, b] at row d*V + b, then a row of ones (no right neighbour).
+    """
+
+    vocab_size: int
+    length: int
+    left: jax.Array
+    right: jax.Array
+    positive: bool = False  # init > 0 and trans > 0 entrywise: every state is possible, skip that check
+
+    def marginals(self, states) -> jax.Array:
+        return _markov_marginals_jit(self.left, self.right, jnp.asarray(states), self.vocab_size,
+                                     not self.positive)
+
+    def marginals_at(self, states, positions) -> jax.Array:
+        """Conditionals at ``positions`` (B, K) only -> (B, K, V); O(B K V) plus O(B L) integer work."""
+        return _markov_marginals_at_jit(self.left, self.right, jnp.asarray(states), jnp.asarray(positions),
+                                        self.vocab_size, not self.positive)
+
+
+def _left_neighbours_t(vt):
+    """Nearest visible position strictly before each position, transposed layout: (L, B) bool ->
+    (L, B) int32, -1 if none. ``associative_scan`` over the leading axis (XLA's CPU ``cummax`` is
+    quadratic in L, and scanning the minor axis is several times slower)."""
+    L, B = vt.shape
+    pos = jnp.arange(L, dtype=jnp.int32)[:, None]
+    le = jax.lax.associative_scan(jnp.maximum, jnp.where(vt, pos, -1), axis=0)  # at or before i
+    return jnp.concatenate([jnp.full((1, B), -1, jnp.int32), le[:-1]], axis=0)
+
+
+def _query_neighbours(vis, positions):
+    """Nearest visible position strictly left / right of each query, by bit tricks.
+
+    ``vis`` (B, L) bool, ``positions`` (B, K) -> (B, K) int32 each, -1 / L where there is none. The
+    visibility mask is packed into 32-bit words (one pass over L), the nearest non-empty word before /
+    after each word is a scan over L/32 words, and each query is then O(1) (count-leading-zeros within
+    a word). Cost O(L/32 + K) per row after packing, instead of a scan over all L positions.
+    """
+    B, L = vis.shape
+    W = -(-L // 32)
+    v = jnp.pad(vis, ((0, 0), (0, 32 * W - L))).reshape(B, W, 32).astype(jnp.uint32)
+    words = jnp.sum(v << jnp.arange(32, dtype=jnp.uint32), axis=-1, dtype=jnp.uint32)  # (B, W): bit j = position 32w+j
+    nz = words != 0
+    widx = jnp.arange(W, dtype=jnp.int32)[None, :]
+    prev_nz = jax.lax.associative_scan(jnp.maximum, jnp.where(nz, widx, -1), axis=1)  # last non-empty word <= w
+    next_nz = jax.lax.associative_scan(jnp.minimum, jnp.where(nz, widx, W), axis=1, reverse=True)  # first >= w
+    prev_nz = jnp.concatenate([jnp.full((B, 1), -1, jnp.int32), prev_nz[:, :-1]], axis=1)  # strictly before w
+    next_nz = jnp.concatenate([next_nz[:, 1:], jnp.full((B, 1), W, jnp.int32)], axis=1)  # strictly after w
+    p = positions.astype(jnp.int32)
+    w = p >> 5
+    bit = (p & 31).astype(jnp.uint32)
+    word = jnp.take_along_axis(words, w, axis=1)  # (B, K)
+    one = jnp.uint32(1)
+
+    def highest(x):  # index of the highest set bit (x != 0)
+        return 31 - jax.lax.clz(x).astype(jnp.int32)
+
+    def lowest(x):  # index of the lowest set bit (x != 0)
+        return highest(x & (~x + one))
+
+    below = word & ((one << bit) - one)
+    wl = jnp.take_along_axis(prev_nz, w, axis=1)
+    wl_word = jnp.take_along_axis(words, jnp.maximum(wl, 0), axis=1)
+    a = jnp.where(below != 0, (w << 5) + highest(below), jnp.where(wl >= 0, (wl << 5) + highest(wl_word), -1))
+    above = word & (jnp.uint32(0xFFFFFFFE) << bit)
+    wr = jnp.take_along_axis(next_nz, w, axis=1)
+    wr_word = jnp.take_along_axis(words, jnp.minimum(wr, W - 1), axis=1)
+    b = jnp.where(above != 0, (w << 5) + lowest(above), jnp.where(wr < W, (wr << 5) + lowest(wr_word), L))
+    return a, jnp.minimum(b, L)
+
+
+def _markov_at(left, right, states, positions, V, check=True):
+    """Shared by marginals_at and log_marginal.
+
+    Returns lf, rt (B, K, V): the left factor q(x_p = . | nearest visible token left of p) (the
+    marginal m_p if none) and the right factor q(x_b | x_p = .) (1 if none) at ``positions`` (B, K);
+    vis_p, tok_p (B, K): visibility and token at the positions; ok (B,): the state has positive
+    probability; logq (B,): log q(visible part). With ``check=False`` (a chain whose init and
+    transitions are all positive, so every state is possible) ok is all True and logq is not computed.
+    """
+    states = states.astype(jnp.int32)
+    B, L = states.shape
+    vis = states != V
+    tok = jnp.where(vis, states, 0)  # (B, L)
+    p = positions.astype(jnp.int32)
+    a, b = _query_neighbours(vis, p)  # (B, K)
+    xa = jnp.take_along_axis(tok, jnp.maximum(a, 0), axis=1)
+    xb = jnp.take_along_axis(tok, jnp.minimum(b, L - 1), axis=1)
+    lf = left[jnp.where(a >= 0, (p - a) * V + xa, (L + 1) * V + p)]  # (B, K, V)
+    rt = right[jnp.where(b < L, (b - p) * V + xb, (L + 1) * V)]  # (B, K, V)
+    vis_p = jnp.take_along_axis(vis, p, axis=1)
+    tok_p = jnp.take_along_axis(tok, p, axis=1)
+    if not check:
+        return lf, rt, vis_p, tok_p, jnp.ones((B,), bool), None
+    # q(visible part) = prod over visible j of q(x_j | nearest visible token left of j, or marginal)
+    st = states.T  # (L, B): scan over the major axis
+    vt = st != V
+    tt = jnp.where(vt, st, 0)
+    cols = jnp.arange(B)[None, :]
+    a_all = _left_neighbours_t(vt)  # (L, B)
+    pos_all = jnp.arange(L, dtype=jnp.int32)[:, None]
+    row = jnp.where(a_all >= 0, (pos_all - a_all) * V + tt[jnp.maximum(a_all, 0), cols], (L + 1) * V + pos_all)
+    fac = left.reshape(-1)[row * V + tt]  # (L, B) scalar gathers
+    ok = jnp.all(jnp.where(vt, fac > 0, True), axis=0)  # (B,)
+    logq = jnp.sum(jnp.where(vt, safe_log(fac), 0.0), axis=0)
+    return lf, rt, vis_p, tok_p, ok, logq
+
+
+def _markov_marginals_at_impl(left, right, states, positions, V, check=True):
+    lf, rt, vis_p, tok_p, ok, _ = _markov_at(left, right, states, positions, V, check)
+    num = lf * rt  # (B, K, V)
+    den = jnp.sum(num, axis=-1, keepdims=True)
+    good = ok[:, None, None] & (den > 0)
+    cond = jnp.where(good, num / jnp.where(good, den, 1.0), 1.0 / V)
+    onehot = jax.nn.one_hot(tok_p, V, dtype=jnp.float64)
+    return jnp.where(vis_p[..., None], onehot, cond)
+
+
+def _markov_marginals_impl(left, right, states, V, check=True):
+    B, L = states.shape
+    pos = jnp.broadcast_to(jnp.arange(L, dtype=jnp.int32), (B, L))
+    return _markov_marginals_at_impl(left, right, states, pos, V, check)
+
+
+def markov_denoiser(lang) -> MarkovDenoiser:
+    """The exact Denoiser of a MarkovChain (``init``, ``trans``, ``length``, ``vocab_size``)."""
+    V, L = lang.vocab_size, lang.length
+    check_size(2 * 8 * (L + 2) * V * V, f"The Markov tables P^d (d = 0..L) for V = {V}, L = {L}", None,
+               "Use a shorter length or a smaller vocabulary")
+    pw = matrix_powers(lang.trans, L)  # (L+1, V, V)
+    left = np.concatenate([pw.reshape(-1, V), position_marginals(lang.init, lang.trans, L)])  # ((L+1)V + L, V)
+    right = np.concatenate([np.swapaxes(pw, 1, 2).reshape(-1, V), np.ones((1, V))])  # ((L+1)V + 1, V)
+    positive = bool(np.all(lang.init > 0) and np.all(lang.trans > 0))
+    return MarkovDenoiser(V, L, as_f64(left, "powers"), as_f64(right, "powers"), positive)
+
+
+_markov_marginals_jit = jax.jit(_markov_marginals_impl, static_argnums=(3, 4))
+_markov_marginals_at_jit = jax.jit(_markov_marginals_at_impl, static_argnums=(4, 5))
+
+
+@jax.jit(static_argnums=3)
+def _markov_log_marginal(left, right, states, V):
+    return _markov_at(left, right, states, jnp.zeros((states.shape[0], 1), jnp.int32), V, True)[5]
+
+
+def log_marginal(d: MarkovDenoiser, states) -> jax.Array:
+    """log q(visible part of z) for validated partial states (B, L) -> (B,); -inf if impossible."""
+    return _markov_log_marginal(d.left, d.right, jnp.asarray(states), d.vocab_size)
