@@ -8,6 +8,7 @@ plain-Python reference law (theory.reference) on small instances and prints the 
 
     python benchmarks/exact_engine.py [--max-seconds 60] [--max-gib 8]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,7 +46,9 @@ elif what == "law":
     out["law_sum"] = float(law.probs.sum())
 elif what == "reference":
     counts = schedules.fixed_counts(schedules.linear(), 4, L)
-    t = time.perf_counter(); ref = reference_law(np.asarray(q.probs), V, L, counts=counts); out["reference_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    ref = reference_law(np.asarray(q.probs), V, L, counts=counts)
+    out["reference_s"] = time.perf_counter() - t
     exact_law(q, None, 4)  # compile first: the comparison is of warm runs
     t = time.perf_counter(); law = exact_law(q, None, 4); out["law_s"] = time.perf_counter() - t
     out["max_abs_diff"] = float(np.max(np.abs(ref - np.asarray(law.probs))))
@@ -57,8 +60,13 @@ print(json.dumps(out))
 def child(V, L, what, timeout):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     try:
-        r = subprocess.run([sys.executable, "-c", CHILD, str(V), str(L), what], capture_output=True, text=True,
-                           env=env, timeout=timeout)
+        r = subprocess.run(
+            [sys.executable, "-c", CHILD, str(V), str(L), what],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout,
+        )
     except subprocess.TimeoutExpired:
         return None
     if r.returncode != 0:
@@ -73,7 +81,9 @@ def main():
     ap.add_argument("--vocab", type=int, nargs="+", default=[2, 3, 4])
     args = ap.parse_args()
     print(f"# machine: {platform.machine()}, {os.cpu_count()} cpus, python {platform.python_version()}")
-    print("| V | L | (V+1)^L states | cylinder s | table s | exact_law N=4, first call s | warm s | peak RSS GiB (law) |")
+    print(
+        "| V | L | (V+1)^L states | cylinder s | table s | exact_law N=4, first call s | warm s | peak RSS GiB (law) |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for V in args.vocab:
         L = 2
@@ -89,7 +99,11 @@ def main():
                 print(f"| {V} | {L} | {states} | - | - | > {args.max_seconds * 3:.0f} s or error {law} | - | - |")
                 break
             ts = f"{tab['table_s']:.3g}" if tab and "table_s" in tab else "skipped"
-            print(f"| {V} | {L} | {states:,} | {law['cylinder_s']:.3g} | {ts} | {law['law_cold_s']:.3g} | {law['law_s']:.3g} | {law['peak_rss_gib']:.2f} |", flush=True)
+            print(
+                f"| {V} | {L} | {states:,} | {law['cylinder_s']:.3g} | {ts} | {law['law_cold_s']:.3g} "
+                f"| {law['law_s']:.3g} | {law['peak_rss_gib']:.2f} |",
+                flush=True,
+            )
             if law["law_s"] > args.max_seconds:
                 break
             L += 1
@@ -98,7 +112,11 @@ def main():
     print("|---|---|---|---|---|---|")
     for V, L in [(2, 4), (2, 6), (2, 8), (3, 4), (3, 5)]:
         r = child(V, L, "reference", 600)
-        print(f"| {V} | {L} | {r['reference_s']:.3g} | {r['law_s']:.3g} | {r['reference_s'] / r['law_s']:.0f}x | {r['max_abs_diff']:.1e} |", flush=True)
+        print(
+            f"| {V} | {L} | {r['reference_s']:.3g} | {r['law_s']:.3g} | {r['reference_s'] / r['law_s']:.0f}x "
+            f"| {r['max_abs_diff']:.1e} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 Sampler: the core's :func:`theory.sampling.sample` (jit + vmap, float64 inverse-CDF draws, PRNG keys
 folded per step) with ``RandomOrder`` and fixed counts from the linear schedule (N steps), driven by
-the exact Markov-chain denoiser of :mod:`synthetic.markov` (``marginals_at``: conditionals at the
+the exact Markov-chain denoiser of :mod:`synthetic.chain_oracle` (``marginals_at``: conditionals at the
 revealed positions from matrix powers and the nearest visible neighbours). For comparison the same
 sampler (same order-based reveal, same conditionals, same tables) written in plain numpy runs in the
 same process.
@@ -16,6 +16,7 @@ exceeds ``--budget`` seconds is skipped and marked so.
     PYTHONPATH=. python benchmarks/monte_carlo.py --quick    # L in {64, 256}, N in {4, 64}, V = 8
     XLA_FLAGS=--xla_force_host_platform_device_count=2 PYTHONPATH=. python benchmarks/monte_carlo.py --devices 2
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,7 +56,7 @@ def numpy_sampler(rng, left, right, counts, num, V, L, positive=False):
             xa_all = tok[rows, np.maximum(a_all, 0)]
             lrow_all = np.where(a_all >= 0, (idx - a_all) * V + xa_all, (L + 1) * V + idx)
             ok = np.all(~vis | (leftflat[lrow_all * V + tok] > 0), axis=1)
-        pos = perm[:, r:r + c]  # (B, c)
+        pos = perm[:, r : r + c]  # (B, c)
         a, b = a_all[rows, pos], b_all[rows, pos]
         lrow = np.where(a >= 0, (pos - a) * V + tok[rows, np.maximum(a, 0)], (L + 1) * V + pos)
         rrow = np.where(b < L, (b - pos) * V + tok[rows, np.minimum(b, L - 1)], (L + 1) * V)
@@ -88,13 +89,15 @@ def main(argv=None):
     ap.add_argument("--devices", type=int, default=1, help="shard the batch over this many JAX devices")
     ap.add_argument("--no-numpy", action="store_true")
     ap.add_argument("--lengths", type=int, nargs="*", default=None, help="override the grid of L")
-    ap.add_argument("--steps", type=str, nargs="*", default=None, help="override the grid of N ('L' = one token per step)")
+    ap.add_argument(
+        "--steps", type=str, nargs="*", default=None, help="override the grid of N ('L' = one token per step)"
+    )
     ap.add_argument("--vocab", type=int, nargs="*", default=None, help="override the grid of |V|")
     ap.add_argument("--out", default=None, help="optional CSV path for the table")
     args = ap.parse_args(argv)
     jax.config.update("jax_enable_x64", True)
 
-    from synthetic import languages, markov
+    from synthetic import languages
     from theory import policies, sampling, schedules
 
     lengths = args.lengths or ([64, 256] if args.quick else [64, 256, 1024, 4096])
@@ -104,8 +107,10 @@ def main(argv=None):
     sharding = None
     if args.devices > 1:
         sharding = sampling.batch_sharding(args.devices)
-    print(f"# machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, jax {jax.__version__}, "
-          f"{jax.device_count()} device(s) ({jax.devices()[0].platform}), sharded over {args.devices}")
+    print(
+        f"# machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, jax {jax.__version__}, "
+        f"{jax.device_count()} device(s) ({jax.devices()[0].platform}), sharded over {args.devices}"
+    )
     rows = []
     for L in lengths:
         if args.steps:
@@ -115,7 +120,7 @@ def main(argv=None):
         for N in sorted(set(steps_list)):
             for V in vocab:
                 lang = languages.random_markov(jax.random.fold_in(key, L * 1000 + V), V, L, 1.0)
-                d = markov.denoiser(lang)
+                d = lang.denoiser()
                 plan = sampling.make_plan(policy, L, N, reveal="fixed", schedule=schedules.linear())
                 counts = plan.values
                 B = max(args.devices, args.tokens // L)
@@ -158,7 +163,11 @@ def main(argv=None):
                 rows.append(row)
                 print({k: (f"{v:.3g}" if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
     df = pd.DataFrame(rows)
-    cols = [c for c in ["L", "N", "V", "batch", "jax_tok_s", "numpy_batch", "numpy_tok_s", "speedup", "compile_s", "note"] if c in df]
+    cols = [
+        c
+        for c in ["L", "N", "V", "batch", "jax_tok_s", "numpy_batch", "numpy_tok_s", "speedup", "compile_s", "note"]
+        if c in df
+    ]
     print()
     print(df[cols].to_markdown(index=False, floatfmt=".3g") if _has_tabulate() else df[cols].to_string(index=False))
     if args.out:
@@ -169,6 +178,7 @@ def main(argv=None):
 def _has_tabulate():
     try:
         import tabulate  # noqa: F401
+
         return True
     except ImportError:
         return False

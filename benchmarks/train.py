@@ -8,6 +8,7 @@ scored per second by ``marginals``. Also times one full default ``fit_denoiser``
 
     PYTHONPATH=. python benchmarks/train.py [--quick]   (XLA uses all cores: run on the 2-core machine)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,7 +18,7 @@ import time
 
 def markov_chain_oracle(chain):
     """Exact conditionals of a first-order MarkovChain at any L (a cross-check local to this benchmark; the
-    toolkit's scalable engine is synthetic.markov): for a masked i with nearest visible neighbours x_j (j < i)
+    toolkit's scalable engine is synthetic.chain_oracle): for a masked i with nearest visible neighbours x_j (j < i)
     and x_k (k > i), q(x_i = v | z) is proportional to P^(i-j)[x_j, v] P^(k-i)[v, x_k] (init P^i instead of the
     left factor when there is no j; 1 instead of the right factor when there is no k)."""
     import jax
@@ -89,7 +90,7 @@ def main(argv=None):
     from synthetic import languages
     from synthetic import train as T
     from synthetic.models import init_denoiser
-    from theory import policies
+    from theory import elbo, policies, schedules
     from theory.sampling import sample
 
     key = jax.random.PRNGKey(args.seed)
@@ -100,9 +101,9 @@ def main(argv=None):
     for V, L in sizes:
         lang = languages.random_markov(key, V, L)
         den = init_denoiser("transformer", V, L, key=key)
-        sample_fn, _, _ = T.data_sampler(lang)
+        sample_fn = lang.sample
         opt = T._default_optimizer(T.DEFAULT_LR["transformer"], 1000)
-        step = T._make_step(opt, T.LINEAR, V, T.uniform_t, T.bernoulli_mask(T.LINEAR))
+        step = T._make_step(opt, schedules.linear(), V, elbo.uniform_t, elbo.bernoulli_mask(schedules.linear()))
         state = {"net": den.net, "opt": opt.init(den.net), "n": 0}
         x = sample_fn(key, batch).astype(jnp.int32)
 
@@ -119,32 +120,73 @@ def main(argv=None):
         reps = 5 if args.quick else 30
         t_step = _timed(one_step, reps)
         t_full = _timed(one_data_step, reps)
-        rows.append({"V": V, "L": L, "what": "train step (batch 128)", "params": den.num_parameters,
-                     "seconds": t_step, "tokens_per_s": batch * L / t_step})
-        rows.append({"V": V, "L": L, "what": "train step + data sampling", "params": den.num_parameters,
-                     "seconds": t_full, "tokens_per_s": batch * L / t_full})
+        rows.append(
+            {
+                "V": V,
+                "L": L,
+                "what": "train step (batch 128)",
+                "params": den.num_parameters,
+                "seconds": t_step,
+                "tokens_per_s": batch * L / t_step,
+            }
+        )
+        rows.append(
+            {
+                "V": V,
+                "L": L,
+                "what": "train step + data sampling",
+                "params": den.num_parameters,
+                "seconds": t_full,
+                "tokens_per_s": batch * L / t_full,
+            }
+        )
         states = jnp.full((1024, L), V, dtype=jnp.int32)
         t_m = _timed(lambda: den.marginals(states).block_until_ready(), 3 if args.quick else 10)
-        rows.append({"V": V, "L": L, "what": "marginals (1024 states)", "params": den.num_parameters,
-                     "seconds": t_m, "tokens_per_s": 1024 * L / t_m})
+        rows.append(
+            {
+                "V": V,
+                "L": L,
+                "what": "marginals (1024 states)",
+                "params": den.num_parameters,
+                "seconds": t_m,
+                "tokens_per_s": 1024 * L / t_m,
+            }
+        )
         num = 256 if args.quick else 1024
         policy = policies.RandomOrder()  # one instance: the compiled sampler is cached per (denoiser, policy)
         for steps in (4, L):
-            t_s = _timed(lambda: sample(key, den, policy, steps, num=num).tokens.block_until_ready(),
-                         1 if args.quick else 3)
-            rows.append({"V": V, "L": L, "what": f"sample {num} seqs, {steps} steps", "params": den.num_parameters,
-                         "seconds": t_s, "tokens_per_s": num * L / t_s})
+            t_s = _timed(
+                lambda: sample(key, den, policy, steps, num=num).tokens.block_until_ready(), 1 if args.quick else 3
+            )
+            rows.append(
+                {
+                    "V": V,
+                    "L": L,
+                    "what": f"sample {num} seqs, {steps} steps",
+                    "params": den.num_parameters,
+                    "seconds": t_s,
+                    "tokens_per_s": num * L / t_s,
+                }
+            )
         if not args.quick:
             t0 = time.perf_counter()
             _, hist = T.fit_denoiser(lang, key=key, reference=markov_chain_oracle(lang), progress=False)
             t = time.perf_counter() - t0
             last = hist.iloc[-1]
-            rows.append({"V": V, "L": L, "what": f"fit_denoiser default ({T.DEFAULT_STEPS['transformer']} steps, "
-                         "incl. compile + 11 evals)", "params": den.num_parameters, "seconds": t,
-                         "tokens_per_s": T.DEFAULT_STEPS["transformer"] * batch * L / t,
-                         "eps_learning": last["eps_learning"], "eps_se": last["eps_learning_se"],
-                         "elbo_minus_H_per_token": last["elbo_per_token"] - markov_entropy(lang) / L,
-                         "elbo_se_per_token": last["elbo_se"] / L})
+            rows.append(
+                {
+                    "V": V,
+                    "L": L,
+                    "what": f"fit_denoiser default ({T.DEFAULT_STEPS['transformer']} steps, incl. compile + 11 evals)",
+                    "params": den.num_parameters,
+                    "seconds": t,
+                    "tokens_per_s": T.DEFAULT_STEPS["transformer"] * batch * L / t,
+                    "eps_learning": last["eps_learning"],
+                    "eps_se": last["eps_learning_se"],
+                    "elbo_minus_H_per_token": last["elbo_per_token"] - markov_entropy(lang) / L,
+                    "elbo_se_per_token": last["elbo_se"] / L,
+                }
+            )
     df = pd.DataFrame(rows)
     with pd.option_context("display.width", 200, "display.max_colwidth", 80):
         print(df.to_string(index=False, float_format=lambda v: f"{v:.4g}"))

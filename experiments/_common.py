@@ -1,4 +1,5 @@
 """Shared plumbing for experiment scripts: CLI, float64, output files, settings JSON."""
+
 from __future__ import annotations
 
 import argparse

@@ -18,6 +18,7 @@ figures/eb_sampler_speedup.csv.
     python experiments/eb_sampler.py             # default run, about 3.5 minutes on 2 cores
     python experiments/eb_sampler.py --quick     # seconds-long version used by the tests
 """
+
 from __future__ import annotations
 
 import sys
@@ -72,14 +73,33 @@ def run_point(task, method, denoiser, policy, num, seed, joint):
         dec = error_decomposition(joint, policy, denoiser=denoiser)
         p = np.asarray(dec.law.probs)
         acc = float(p[np.asarray(joint.probs) > 0].sum())
-        return {"nfe": dec.expected_nfe, "nfe_se": 0.0, "accuracy": acc, "accuracy_se": 0.0, "kl": dec.kl,
-                "model_error": dec.model_error, "dependence": dec.dependence, "bound": dec.bound,
-                "entropy_bound": dec.entropy_bound, "n": 0}
+        return {
+            "nfe": dec.expected_nfe,
+            "nfe_se": 0.0,
+            "accuracy": acc,
+            "accuracy_se": 0.0,
+            "kl": dec.kl,
+            "model_error": dec.model_error,
+            "dependence": dec.dependence,
+            "bound": dec.bound,
+            "entropy_bound": dec.entropy_bound,
+            "n": 0,
+        }
     s = sample(jax.random.PRNGKey(seed), denoiser, policy, num=num)
     nfe = mean_se(np.asarray(s.nfe, dtype=np.float64))
     acc = mean_se(task.correct(np.asarray(s.tokens)).astype(np.float64))
-    return {"nfe": nfe.mean, "nfe_se": nfe.se, "accuracy": acc.mean, "accuracy_se": acc.se, "kl": np.nan,
-            "model_error": np.nan, "dependence": np.nan, "bound": np.nan, "entropy_bound": np.nan, "n": num}
+    return {
+        "nfe": nfe.mean,
+        "nfe_se": nfe.se,
+        "accuracy": acc.mean,
+        "accuracy_se": acc.se,
+        "kl": np.nan,
+        "model_error": np.nan,
+        "dependence": np.nan,
+        "bound": np.nan,
+        "entropy_bound": np.nan,
+        "n": num,
+    }
 
 
 def speedups(df: pd.DataFrame, tols=(0.0, 0.01)) -> pd.DataFrame:
@@ -90,8 +110,15 @@ def speedups(df: pd.DataFrame, tols=(0.0, 0.01)) -> pd.DataFrame:
         for tol in tols:
             slack = tol + 1e-9 + 2 * np.hypot(base.accuracy_se, g.accuracy_se)  # MC: 2 SE of the difference
             ok = g[g.accuracy >= base.accuracy - slack]
-            row = {"task": task, "denoiser": den, "proxy": proxy, "tolerance": tol, "L": int(base.length),
-                   "baseline_nfe": base.nfe, "baseline_accuracy": base.accuracy}
+            row = {
+                "task": task,
+                "denoiser": den,
+                "proxy": proxy,
+                "tolerance": tol,
+                "L": int(base.length),
+                "baseline_nfe": base.nfe,
+                "baseline_accuracy": base.accuracy,
+            }
             for pol in ("EB", "TopK"):
                 o = ok[ok.policy == pol]
                 best = o.loc[o.nfe.idxmin()] if len(o) else None
@@ -115,9 +142,17 @@ def plot(df: pd.DataFrame):
             ax = axes[i, j]
             for (pol, proxy), g in df[(df.task == t) & (df.denoiser == d)].groupby(["policy", "proxy"]):
                 g = g.sort_values("nfe")
-                ax.errorbar(g.nfe, g.accuracy, yerr=2 * g.accuracy_se, xerr=2 * g.nfe_se, color=colors[proxy],
-                            ls="-" if pol == "EB" else "--", marker="o" if pol == "EB" else "s", ms=3,
-                            label=f"{pol} {proxy}")
+                ax.errorbar(
+                    g.nfe,
+                    g.accuracy,
+                    yerr=2 * g.accuracy_se,
+                    xerr=2 * g.nfe_se,
+                    color=colors[proxy],
+                    ls="-" if pol == "EB" else "--",
+                    marker="o" if pol == "EB" else "s",
+                    ms=3,
+                    label=f"{pol} {proxy}",
+                )
             ax.set_title(f"{t} — {d} denoiser", fontsize=9)
             ax.set_xlabel("expected NFE")
             ax.set_ylabel("accuracy (1 - SER)")
@@ -134,8 +169,8 @@ def main(argv=None):
     setup()
     from tqdm import tqdm
 
-    from theory.denoiser import smoothed
     from theory import policies
+    from theory.denoiser import smoothed
 
     eps = 0.05
     num = 200 if args.quick else 2000
@@ -144,31 +179,71 @@ def main(argv=None):
     for tname, task, method in build_tasks(args.quick, args.seed):
         joint = task.joint() if method == "exact" else None
         for dname, den in (("exact", task.denoiser()), (f"smoothed(eps={eps})", smoothed(task.denoiser(), eps))):
-            for proxy in (("entropy",) if args.quick else policies.PROXIES):
+            for proxy in ("entropy",) if args.quick else policies.PROXIES:
                 for g in gammas:
-                    configs.append((tname, task, method, joint, dname, den, "EB", proxy, g, policies.EntropyBounded(g, proxy)))
+                    configs.append(
+                        (tname, task, method, joint, dname, den, "EB", proxy, g, policies.EntropyBounded(g, proxy))
+                    )
                 for k in ks_for(task.length, args.quick):
-                    configs.append((tname, task, method, joint, dname, den, "TopK", proxy, k, policies.TopK(proxy, k=k)))
+                    configs.append(
+                        (tname, task, method, joint, dname, den, "TopK", proxy, k, policies.TopK(proxy, k=k))
+                    )
     rows = []
     for i, (tname, task, method, joint, dname, den, pol, proxy, param, policy) in enumerate(
-            tqdm(configs, desc="eb_sampler", disable=quiet_progress())):
+        tqdm(configs, desc="eb_sampler", disable=quiet_progress())
+    ):
         r = run_point(task, method, den, policy, num, args.seed + i, joint)
-        rows.append({"task": tname, "task_detail": task.name, "length": task.length, "vocab_size": task.vocab_size,
-                     "method": method, "denoiser": dname, "policy": pol, "proxy": proxy, "param": float(param), **r})
+        rows.append(
+            {
+                "task": tname,
+                "task_detail": task.name,
+                "length": task.length,
+                "vocab_size": task.vocab_size,
+                "method": method,
+                "denoiser": dname,
+                "policy": pol,
+                "proxy": proxy,
+                "param": float(param),
+                **r,
+            }
+        )
     df = pd.DataFrame(rows)
     sp = speedups(df)
     fig = plot(df)
-    settings = {"script": "experiments/eb_sampler.py", "quick": bool(args.quick), "seed": args.seed, "gammas": gammas,
-                "smoothing_eps": eps, "mc_samples": num, "tasks": list(dict.fromkeys(df.task_detail)),
-                "paper_speedup": PAPER_SPEEDUP,
-                "speedup_definition": "L / min expected NFE with accuracy >= accuracy(Top-k, k=1, same proxy) - tolerance "
-                                      "(MC rows: minus 2 SE of the difference too)",
-                "speedups": sp.to_dict(orient="records")}
+    settings = {
+        "script": "experiments/eb_sampler.py",
+        "quick": bool(args.quick),
+        "seed": args.seed,
+        "gammas": gammas,
+        "smoothing_eps": eps,
+        "mc_samples": num,
+        "tasks": list(dict.fromkeys(df.task_detail)),
+        "paper_speedup": PAPER_SPEEDUP,
+        "speedup_definition": "L / min expected NFE with accuracy >= accuracy(Top-k, k=1, same proxy) - tolerance "
+        "(MC rows: minus 2 SE of the difference too)",
+        "speedups": sp.to_dict(orient="records"),
+    }
     paths = write_outputs(args.out, "eb_sampler", df, fig, settings)
     sp.to_csv(Path(args.out) / "eb_sampler_speedup.csv", index=False, float_format="%.6g")
     with pd.option_context("display.width", 200, "display.max_columns", 20):
-        print(sp[["task", "denoiser", "proxy", "tolerance", "L", "baseline_accuracy", "EB_nfe", "EB_speedup",
-                  "TopK_nfe", "TopK_speedup"]].round(3).to_string(index=False))
+        print(
+            sp[
+                [
+                    "task",
+                    "denoiser",
+                    "proxy",
+                    "tolerance",
+                    "L",
+                    "baseline_accuracy",
+                    "EB_nfe",
+                    "EB_speedup",
+                    "TopK_nfe",
+                    "TopK_speedup",
+                ]
+            ]
+            .round(3)
+            .to_string(index=False)
+        )
     return paths
 
 

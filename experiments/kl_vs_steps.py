@@ -8,6 +8,7 @@ dependence bound of BenHamu2025/Feng2025 (theory.dependence). Used as the core's
     python experiments/kl_vs_steps.py            # V=2, L=8: under a minute
     python experiments/kl_vs_steps.py --quick    # V=2, L=6
 """
+
 from __future__ import annotations
 
 import sys
@@ -17,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 
 
-def run(args) -> "pd.DataFrame":  # noqa: F821
+def run(args) -> pd.DataFrame:  # noqa: F821
     import jax
     import numpy as np
     import pandas as pd
@@ -37,13 +38,26 @@ def run(args) -> "pd.DataFrame":  # noqa: F821
     grid = [(name, reveal, N) for name in scheds for reveal in ("fixed", "bernoulli") for N in range(1, L + 1)]
     for name, reveal, N in tqdm(grid, desc="kl_vs_steps", disable=_common.quiet_progress()):
         law = exact_law(q, None, N, reveal=reveal, schedule=scheds[name])
-        dep = error_decomposition(q, None, N, reveal=reveal, schedule=scheds[name]).dependence if name == "linear" else np.nan
-        rows.append({
-            "language": "3-gram", "vocab_size": V, "length": L, "schedule": name, "reveal": reveal, "steps": N,
-            "kl": metrics.kl(q.probs, law.probs), "tv": metrics.tv(q.probs, law.probs),
-            "log_ter_gap": metrics.log_ter(law.probs, q) - q.entropy() / L,
-            "dependence_bound": dep, "expected_nfe": law.expected_nfe,
-        })
+        dep = (
+            error_decomposition(q, None, N, reveal=reveal, schedule=scheds[name]).dependence
+            if name == "linear"
+            else np.nan
+        )
+        rows.append(
+            {
+                "language": "3-gram",
+                "vocab_size": V,
+                "length": L,
+                "schedule": name,
+                "reveal": reveal,
+                "steps": N,
+                "kl": metrics.kl(q.probs, law.probs),
+                "tv": metrics.tv(q.probs, law.probs),
+                "log_ter_gap": metrics.log_ter(law.probs, q) - q.entropy() / L,
+                "dependence_bound": dep,
+                "expected_nfe": law.expected_nfe,
+            }
+        )
     return pd.DataFrame(rows)
 
 

@@ -13,6 +13,7 @@ Closed forms (no enumeration of V**L):
 
 Used through the methods of :class:`synthetic.languages.MarkovChain`, ``NGram`` and ``HMM``.
 """
+
 from __future__ import annotations
 
 import jax
@@ -46,11 +47,9 @@ def ngram_log_prob(init, cond, x):
     L = x.shape[1]
     st = V ** jnp.arange(n - 2, -1, -1)  # (n-1,)
     first = safe_log(init[x[:, : n - 1] @ st])  # (B,)
-    windows = jnp.stack([x[:, j: L - n + 1 + j] for j in range(n)], axis=-1)  # (B, L-n+1, n)
+    windows = jnp.stack([x[:, j : L - n + 1 + j] for j in range(n)], axis=-1)  # (B, L-n+1, n)
     flat = cond.reshape(-1, V)[windows[..., :-1] @ st, windows[..., -1]]  # (B, L-n+1)
     return first + jnp.sum(safe_log(flat), axis=1)
-
-
 
 
 # ---- entropy ---------------------------------------------------------------------------------------------
@@ -107,7 +106,6 @@ def cesaro_limit(init: np.ndarray, trans: np.ndarray, max_squarings: int = 200) 
     return init @ M
 
 
-
 def markov_entropy_rate(lang) -> float:
     """pi . h with pi the Cesàro-stationary law reached from init and h_a = H(P[a, :]) (nats per token)."""
     pi = cesaro_limit(lang.init, lang.trans)
@@ -118,8 +116,12 @@ def ngram_entropy_rate(lang) -> float:
     """The Markov entropy rate on (n-1)-tuples: pi . h with h_c = H(cond[c, :]) (nats per token)."""
     V, n = lang.vocab_size, lang.order
     S = V ** (n - 1)
-    check_size(8 * S * S * 3, f"entropy_rate's dense tuple chain of S = V**(n-1) = {S} states", None,
-               "Estimate the rate as entropy(lang.with_length(L + 1)) - entropy(lang.with_length(L)) at large L")
+    check_size(
+        8 * S * S * 3,
+        f"entropy_rate's dense tuple chain of S = V**(n-1) = {S} states",
+        None,
+        "Estimate the rate as entropy(lang.with_length(L + 1)) - entropy(lang.with_length(L)) at large L",
+    )
     cond = lang.cond.reshape(V, V ** (n - 2), V)
     T = np.zeros((V, V ** (n - 2), V ** (n - 2), V))  # tuple (a, c) -> tuple (c, b)
     idx = np.arange(V ** (n - 2))
@@ -135,7 +137,6 @@ def _inv_cdf(cdf, u):
     return jnp.minimum(v, cdf.shape[-1] - 1).astype(jnp.int32)
 
 
-
 def uniforms(key, length: int, num: int) -> jax.Array:
     """(L, 2, num) float64 uniforms: one for the token and one for the hidden state per position."""
     return jax.random.uniform(key, (length, 2, int(num)), dtype=jnp.float64)
@@ -149,13 +150,19 @@ def sample_markov(lang, key, num: int) -> jax.Array:
 def sample_ngram(lang, key, num: int) -> jax.Array:
     u = uniforms(key, lang.length, num)
     V, n = lang.vocab_size, lang.order
-    return _sample_ngram(jnp.cumsum(jnp.asarray(lang.init)), jnp.cumsum(jnp.asarray(lang.cond.reshape(-1, V)), axis=1), u, n)
+    return _sample_ngram(
+        jnp.cumsum(jnp.asarray(lang.init)), jnp.cumsum(jnp.asarray(lang.cond.reshape(-1, V)), axis=1), u, n
+    )
 
 
 def sample_hmm(lang, key, num: int) -> jax.Array:
     u = uniforms(key, lang.length, num)
-    return _sample_hmm(jnp.cumsum(jnp.asarray(lang.init)), jnp.cumsum(jnp.asarray(lang.trans), axis=1),
-                       jnp.cumsum(jnp.asarray(lang.emit), axis=1), u)
+    return _sample_hmm(
+        jnp.cumsum(jnp.asarray(lang.init)),
+        jnp.cumsum(jnp.asarray(lang.trans), axis=1),
+        jnp.cumsum(jnp.asarray(lang.emit), axis=1),
+        u,
+    )
 
 
 @jax.jit
@@ -180,7 +187,7 @@ def _sample_ngram_impl(cdf0, cdfc, u, n):
         b = _inv_cdf(cdfc[ctx], ui[0])
         return (ctx * V + b) % S, b
 
-    _, xs = jax.lax.scan(step, ctx0, u[n - 1:])  # (L-n+1, num)
+    _, xs = jax.lax.scan(step, ctx0, u[n - 1 :])  # (L-n+1, num)
     return jnp.concatenate([first, xs.T], axis=1).astype(jnp.int32)
 
 
@@ -198,5 +205,3 @@ def _sample_hmm(cdf0, cdft, cdfe, u):
     _, xs = jax.lax.scan(step, h0, u[1:])
     x0 = _inv_cdf(cdfe[h0], u[0, 1])
     return jnp.concatenate([x0[None], xs]).T
-
-

@@ -16,6 +16,7 @@ skipped for chains with all-positive init and transitions (``positive``).
 
 Nothing here enumerates V**L. Used through ``MarkovChain.denoiser()`` and ``MarkovChain.log_marginal``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -68,13 +69,13 @@ class MarkovDenoiser:
     positive: bool = False  # init > 0 and trans > 0 entrywise: every state is possible, skip that check
 
     def marginals(self, states) -> jax.Array:
-        return _markov_marginals_jit(self.left, self.right, jnp.asarray(states), self.vocab_size,
-                                     not self.positive)
+        return _markov_marginals_jit(self.left, self.right, jnp.asarray(states), self.vocab_size, not self.positive)
 
     def marginals_at(self, states, positions) -> jax.Array:
         """Conditionals at ``positions`` (B, K) only -> (B, K, V); O(B K V) plus O(B L) integer work."""
-        return _markov_marginals_at_jit(self.left, self.right, jnp.asarray(states), jnp.asarray(positions),
-                                        self.vocab_size, not self.positive)
+        return _markov_marginals_at_jit(
+            self.left, self.right, jnp.asarray(states), jnp.asarray(positions), self.vocab_size, not self.positive
+        )
 
 
 def _left_neighbours_t(vt):
@@ -184,8 +185,12 @@ def _markov_marginals_impl(left, right, states, V, check=True):
 def markov_denoiser(lang) -> MarkovDenoiser:
     """The exact Denoiser of a MarkovChain (``init``, ``trans``, ``length``, ``vocab_size``)."""
     V, L = lang.vocab_size, lang.length
-    check_size(2 * 8 * (L + 2) * V * V, f"The Markov tables P^d (d = 0..L) for V = {V}, L = {L}", None,
-               "Use a shorter length or a smaller vocabulary")
+    check_size(
+        2 * 8 * (L + 2) * V * V,
+        f"The Markov tables P^d (d = 0..L) for V = {V}, L = {L}",
+        None,
+        "Use a shorter length or a smaller vocabulary",
+    )
     pw = matrix_powers(lang.trans, L)  # (L+1, V, V)
     left = np.concatenate([pw.reshape(-1, V), position_marginals(lang.init, lang.trans, L)])  # ((L+1)V + L, V)
     right = np.concatenate([np.swapaxes(pw, 1, 2).reshape(-1, V), np.ones((1, V))])  # ((L+1)V + 1, V)

@@ -16,6 +16,7 @@ probability 0 under q gets the uniform distribution 1/V at every masked position
 
 Used through ``NGram.denoiser()`` / ``HMM.denoiser()`` of :mod:`synthetic.languages`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -51,8 +52,9 @@ class ChainDenoiser:
 
     def marginals_at(self, states, positions) -> jax.Array:
         """Conditionals at ``positions`` (B, K) only -> (B, K, V) (the scans still cover all L positions)."""
-        return _fb_jit(self.init, self.emit, self.trans, jnp.asarray(states), jnp.asarray(positions),
-                       self.kind, self.order)[0]
+        return _fb_jit(
+            self.init, self.emit, self.trans, jnp.asarray(states), jnp.asarray(positions), self.kind, self.order
+        )[0]
 
     def log_marginal(self, states) -> jax.Array:
         """log q(visible part of z) for partial states (B, L) -> (B,); -inf if impossible."""
@@ -151,7 +153,6 @@ def _fb(init, emit, trans, states, positions, kind, order):
     marg = jnp.where(jnp.take_along_axis(vis, p, axis=1)[..., None], onehot, cond)
     logz = jnp.sum(safe_log(cs), axis=0)  # (B,): sum_i log q(x_i visible | visible x_<i)
     return marg, logz
-
 
 
 _fb_jit = jax.jit(_fb, static_argnames=("kind", "order"))

@@ -16,9 +16,11 @@ Conventions
 * ``HMM(init (H,), trans (H, H), emit (H, V), length)``: hidden chain h with q(h_0) = init,
   q(h_i | h_{i-1}) = trans, tokens x_i ~ emit[h_i].
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
@@ -42,6 +44,23 @@ def _check_joint_size(V, L, max_bytes):
 
 class _ChainLanguage:
     """Shared Language-protocol members of the chain languages (denoiser cache, validation, sampling)."""
+
+    if TYPE_CHECKING:  # provided by the dataclasses below
+
+        @property
+        def vocab_size(self) -> int: ...
+
+        @property
+        def length(self) -> int: ...
+
+    def _build_denoiser(self):
+        raise NotImplementedError
+
+    def _log_marginal(self, states):
+        raise NotImplementedError
+
+    def _sample(self, key, num: int):
+        raise NotImplementedError
 
     def denoiser(self):
         """The exact conditionals at this length (built once per language object)."""
@@ -94,7 +113,7 @@ class MarkovChain(_ChainLanguage):
     def vocab_size(self) -> int:
         return int(self.init.shape[0])
 
-    def with_length(self, length: int) -> "MarkovChain":
+    def with_length(self, length: int) -> MarkovChain:
         return MarkovChain(self.init, self.trans, length)
 
     def _build_denoiser(self):
@@ -159,7 +178,7 @@ class NGram(_ChainLanguage):
     def order(self) -> int:
         return int(self.cond.ndim)
 
-    def with_length(self, length: int) -> "NGram":
+    def with_length(self, length: int) -> NGram:
         return NGram(self.init, self.cond, length)
 
     def _build_denoiser(self):
@@ -227,7 +246,7 @@ class HMM(_ChainLanguage):
     def num_hidden(self) -> int:
         return int(self.init.shape[0])
 
-    def with_length(self, length: int) -> "HMM":
+    def with_length(self, length: int) -> HMM:
         return HMM(self.init, self.trans, self.emit, length)
 
     def _build_denoiser(self):
@@ -257,7 +276,7 @@ class HMM(_ChainLanguage):
     def joint(self, max_bytes: float | None = None) -> Joint:
         V, L, H = self.vocab_size, self.length, self.num_hidden
         _check_joint_size(V * H, L, max_bytes)
-        a = (self.init[None, :] * self.emit.T)  # (V, H): q(x_0, h_0)
+        a = self.init[None, :] * self.emit.T  # (V, H): q(x_0, h_0)
         for _ in range(1, L):
             a = a @ self.trans  # (M, H): q(x_<=i-1, h_i)
             a = (a[:, None, :] * self.emit.T[None]).reshape(-1, H)  # (M*V, H)
@@ -335,6 +354,7 @@ def _row_with_entropy(logits: np.ndarray, target: float, tol: float = 1e-13) -> 
 
     H(softmax(beta g)) decreases monotonically from log V (beta = 0) since dH/dbeta = -beta Var_p(g) <= 0.
     """
+
     def row(beta):
         z = beta * (logits - logits.max())
         p = np.exp(z)
@@ -382,8 +402,9 @@ def stationary_init(cond: np.ndarray) -> np.ndarray:
     return pi / pi.sum()
 
 
-def entropy_ngram(key, vocab_size: int, order: int, length: int, entropy_rate: float,
-                  init: str = "stationary") -> NGram:
+def entropy_ngram(
+    key, vocab_size: int, order: int, length: int, entropy_rate: float, init: str = "stationary"
+) -> NGram:
     """Random full-support n-gram whose every next-token law has entropy exactly ``entropy_rate`` nats.
 
     Each context's law is softmax(beta * g) with g ~ N(0, I_V) (from ``key``) and beta tuned per row by

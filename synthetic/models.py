@@ -21,6 +21,7 @@ float64, one-hot at visible positions: carry-over unmasking), so it plugs into
 ``theory.sampling.sample``, ``theory.sampling.exact_law(..., denoiser=)``, the policies and the
 metrics exactly like ``theory.denoiser.joint.denoiser()``.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,8 +33,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from theory.validation import check_size, check_vocab_length, require_x64
 from theory.states import strides
+from theory.validation import check_size, check_vocab_length, require_x64
 
 MODEL_KINDS = ("transformer", "tabular", "lowrank")
 PARAM_DTYPE = jnp.float32  # training precision
@@ -77,7 +78,7 @@ class ModelConfig:
         return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "ModelConfig":
+    def from_json(cls, text: str) -> ModelConfig:
         d = json.loads(text)
         names = {f.name for f in fields(cls)}
         unknown = set(d) - names
@@ -208,10 +209,12 @@ def init_network(config: ModelConfig, key, max_bytes: float | None = None) -> eq
         raise TypeError(f"init_network needs a ModelConfig, got {type(config).__name__}.")
     if config.kind in ("tabular", "lowrank"):
         width = config.length * config.vocab_size if config.kind == "tabular" else config.rank
-        check_size(4 * config.num_states * width, f"A {config.kind} model over (V+1)**L = "
-                   f"{config.vocab_size + 1}**{config.length} states",
-                   TABULAR_MAX_BYTES if max_bytes is None else max_bytes,
-                   "Use model='transformer' for larger instances")
+        check_size(
+            4 * config.num_states * width,
+            f"A {config.kind} model over (V+1)**L = {config.vocab_size + 1}**{config.length} states",
+            TABULAR_MAX_BYTES if max_bytes is None else max_bytes,
+            "Use model='transformer' for larger instances",
+        )
     if config.kind == "transformer":
         return TransformerNet(config, key)
     if config.kind == "tabular":
@@ -301,8 +304,9 @@ class LearnedDenoiser:
         return num_parameters(self.net)
 
     def __repr__(self) -> str:
-        return (f"LearnedDenoiser({self.config.kind}, V={self.vocab_size}, L={self.length}, "
-                f"{self.num_parameters} params)")
+        return (
+            f"LearnedDenoiser({self.config.kind}, V={self.vocab_size}, L={self.length}, {self.num_parameters} params)"
+        )
 
 
 def init_denoiser(kind: str, vocab_size: int, length: int, *, key, max_bytes=None, **sizes) -> LearnedDenoiser:

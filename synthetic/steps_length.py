@@ -11,6 +11,7 @@ Every function takes any Language (:mod:`theory.language`) and uses only its pro
   its standard error is that of the sample mean of -log q(x)/L.
 * :func:`min_steps` — the smallest N of a measured curve that reaches a target.
 """
+
 from __future__ import annotations
 
 import jax
@@ -30,18 +31,37 @@ def exact_metrics(lang, steps: int, *, reveal: str = "bernoulli", schedule=None,
     """
     require_x64("exact_metrics")
     q = lang.joint()
-    law = exact_law(q, RandomOrder() if policy is None else policy, steps, reveal=reveal, schedule=schedule,
-                    denoiser=denoiser)
+    law = exact_law(
+        q, RandomOrder() if policy is None else policy, steps, reveal=reveal, schedule=schedule, denoiser=denoiser
+    )
     p = np.asarray(law.probs)
     lt = metrics.log_ter(p, q)
     lq = q.entropy() / q.length
-    return {"log_ter": lt, "log_ter_q": lq, "ter_gap": lt - lq, "ter_gap_se": 0.0,
-            "ser": metrics.sequence_error_rate(p, q), "ser_se": 0.0,
-            "kl_q_p": metrics.kl(np.asarray(q.probs), p), "expected_nfe": law.expected_nfe, "law": p}
+    return {
+        "log_ter": lt,
+        "log_ter_q": lq,
+        "ter_gap": lt - lq,
+        "ter_gap_se": 0.0,
+        "ser": metrics.sequence_error_rate(p, q),
+        "ser_se": 0.0,
+        "kl_q_p": metrics.kl(np.asarray(q.probs), p),
+        "expected_nfe": law.expected_nfe,
+        "law": p,
+    }
 
 
-def mc_metrics(key, lang, steps: int, *, num: int, reveal: str = "bernoulli", schedule=None, denoiser=None,
-               policy=None, batch_size: int | None = None) -> dict:
+def mc_metrics(
+    key,
+    lang,
+    steps: int,
+    *,
+    num: int,
+    reveal: str = "bernoulli",
+    schedule=None,
+    denoiser=None,
+    policy=None,
+    batch_size: int | None = None,
+) -> dict:
     """Monte-Carlo log TER(p_N), TER gap and SER with standard errors, and the mean NFE, at any L.
 
     ``lang``: any Language; ``denoiser`` defaults to its exact conditionals (``lang.denoiser()``);
@@ -51,8 +71,16 @@ def mc_metrics(key, lang, steps: int, *, num: int, reveal: str = "bernoulli", sc
     require_x64("mc_metrics")
     check_language(lang)
     d = lang.denoiser() if denoiser is None else denoiser
-    s = sample(key, d, RandomOrder() if policy is None else policy, steps, num=num, reveal=reveal, schedule=schedule,
-               batch_size=batch_size)
+    s = sample(
+        key,
+        d,
+        RandomOrder() if policy is None else policy,
+        steps,
+        num=num,
+        reveal=reveal,
+        schedule=schedule,
+        batch_size=batch_size,
+    )
     toks = np.asarray(s.tokens)
     lq_x = np.asarray(lang.log_prob(toks), dtype=np.float64)
     L = toks.shape[1]
@@ -61,8 +89,17 @@ def mc_metrics(key, lang, steps: int, *, num: int, reveal: str = "bernoulli", sc
     ser = metrics.ser_mc(ok)
     ter = metrics.log_ter_mc(lq_x, L)  # +inf (mean and se) if a sample leaves the support
     nfe = metrics.mean_se(np.asarray(s.nfe, dtype=np.float64))
-    return {"log_ter": ter.mean, "log_ter_q": lqr, "ter_gap": ter.mean - lqr, "ter_gap_se": ter.se,
-            "ser": ser.mean, "ser_se": ser.se, "n": len(lq_x), "nfe": nfe.mean, "nfe_se": nfe.se}
+    return {
+        "log_ter": ter.mean,
+        "log_ter_q": lqr,
+        "ter_gap": ter.mean - lqr,
+        "ter_gap_se": ter.se,
+        "ser": ser.mean,
+        "ser_se": ser.se,
+        "n": len(lq_x),
+        "nfe": nfe.mean,
+        "nfe_se": nfe.se,
+    }
 
 
 def min_steps(steps, values, target: float, se=None, z: float = 0.0):

@@ -18,26 +18,24 @@ Monte-Carlo sampler in a fraction of a second per thousand samples. Exact laws n
 state space (V+1)**L = 5**L (``theory.sampling.exact_law``): up to about L = 10 blanks (5**10 states,
 ~78 MB per table); :meth:`Task.joint` refuses larger instances.
 
-Imperfect models. :func:`smoothed` mixes a denoiser with the uniform law, p = (1 - eps) q + eps / V,
-so that the per-token KL(q || p) <= -log(1 - eps) (since p >= (1 - eps) q); :func:`tempered` raises
-the conditionals to the power 1 / T and renormalises (T < 1 over-confident, T > 1 under-confident).
-Both wrap any Denoiser and stay JAX-traceable.
+Imperfect models for the tasks are :func:`theory.denoiser.smoothed` and :func:`theory.denoiser.tempered`.
 """
+
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache, partial
-from typing import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from theory.validation import as_f64, check_size, check_vocab_length, require_x64
-from theory.denoiser import smoothed, tempered  # noqa: F401 (re-exported)
 from theory.joint import Joint, joint_bytes
 from theory.states import encode_sequence
+from theory.validation import as_f64, check_size, check_vocab_length, require_x64
 
 from . import languages
 
@@ -106,13 +104,17 @@ class SparseJoint:
     def joint(self, max_bytes: float | None = None) -> Joint:
         """Enumerate into a dense :class:`Joint` over V**L (small L only)."""
         V, L = self.vocab_size, self.length
-        check_size(joint_bytes(V, L), f"Enumerating this support list over V**L = {V}**{L}", max_bytes,
-                   "Use SupportDenoiser with the Monte-Carlo sampler theory.sampling.sample")
+        check_size(
+            joint_bytes(V, L),
+            f"Enumerating this support list over V**L = {V}**{L}",
+            max_bytes,
+            "Use SupportDenoiser with the Monte-Carlo sampler theory.sampling.sample",
+        )
         table = np.zeros(V**L)
         np.add.at(table, encode_sequence(self.sequences, V), self.weights)
         return Joint(table / table.sum(), V, L, max_bytes=max_bytes)
 
-    def denoiser(self) -> "SupportDenoiser":
+    def denoiser(self) -> SupportDenoiser:
         """The exact conditionals from the support list (built once)."""
         d = self.__dict__.get("_denoiser")
         if d is None:
@@ -143,8 +145,12 @@ class SupportDenoiser:
         object.__setattr__(self, "length", joint.length)
 
     def marginals(self, states) -> jax.Array:
-        return _support_marginals(jnp.asarray(self.joint.sequences), as_f64(self.joint.weights, "SparseJoint.weights"),
-                                  jnp.asarray(states), self.vocab_size)
+        return _support_marginals(
+            jnp.asarray(self.joint.sequences),
+            as_f64(self.joint.weights, "SparseJoint.weights"),
+            jnp.asarray(states),
+            self.vocab_size,
+        )
 
 
 @partial(jax.jit, static_argnames="V")
@@ -168,7 +174,7 @@ class Task:
     predicate ``correct(tokens (M, L)) -> (M,) bool``. A Task is itself a Language (it delegates)."""
 
     name: str
-    language: object
+    language: Any  # a theory.language.Language
     correct: Callable
     grid: np.ndarray | None = None  # Sudoku: the clue grid (16,), -1 at blanks
 
@@ -252,7 +258,9 @@ def _solutions() -> np.ndarray:
     idx = np.array(list(itertools.product(range(24), repeat=2)))
     top = np.concatenate([rows[idx[:, 0]], rows[idx[:, 1]]], 1)  # (576, 8)
     ok = np.all(top[:, :4] != top[:, 4:], 1)
-    ok &= np.all(np.sort(top[:, [0, 1, 4, 5]], 1) == np.arange(4), 1) & np.all(np.sort(top[:, [2, 3, 6, 7]], 1) == np.arange(4), 1)
+    ok &= np.all(np.sort(top[:, [0, 1, 4, 5]], 1) == np.arange(4), 1) & np.all(
+        np.sort(top[:, [2, 3, 6, 7]], 1) == np.arange(4), 1
+    )
     top = top[ok]  # (96, 8)
     grids = np.concatenate([np.repeat(top, len(top), 0), np.tile(top, (len(top), 1))], 1)  # (9216, 16)
     grids = grids[sudoku_valid(grids)]
@@ -273,7 +281,7 @@ def sudoku_valid(grids) -> np.ndarray:
         ok &= np.all(np.sort(g[:, k, :], 1) == full, 1)
         ok &= np.all(np.sort(g[:, :, k], 1) == full, 1)
         bi, bj = divmod(k, 2)
-        ok &= np.all(np.sort(g[:, 2 * bi:2 * bi + 2, 2 * bj:2 * bj + 2].reshape(-1, 4), 1) == full, 1)
+        ok &= np.all(np.sort(g[:, 2 * bi : 2 * bi + 2, 2 * bj : 2 * bj + 2].reshape(-1, 4), 1) == full, 1)
     return ok
 
 
@@ -299,7 +307,9 @@ def sudoku_task(clues=None, *, num_blanks: int | None = None, seed: int = 0, min
             if _completions(sols, grid).shape[0] >= min_solutions:
                 break
         else:
-            raise ValueError(f"no clue set with {num_blanks} blanks has >= {min_solutions} completions; lower min_solutions.")
+            raise ValueError(
+                f"no clue set with {num_blanks} blanks has >= {min_solutions} completions; lower min_solutions."
+            )
     else:
         if isinstance(clues, dict):
             grid = np.full(16, -1, dtype=np.int64)
@@ -331,10 +341,13 @@ def _completions(sols: np.ndarray, grid: np.ndarray) -> np.ndarray:
     return sols[np.all(sols[:, given] == grid[given], axis=1)]
 
 
-# Imperfect denoisers (smoothed, tempered) live in theory.denoiser and are re-exported here.
-
-
 __all__ = [
-    "SparseJoint", "SupportDenoiser", "Task", "copy_pairs_task", "markov_task", "smoothed", "sudoku_solutions",
-    "sudoku_task", "sudoku_valid", "tempered",
+    "SparseJoint",
+    "SupportDenoiser",
+    "Task",
+    "copy_pairs_task",
+    "markov_task",
+    "sudoku_solutions",
+    "sudoku_task",
+    "sudoku_valid",
 ]

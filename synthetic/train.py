@@ -6,12 +6,13 @@ module runs them on the learned networks of :mod:`synthetic.models`. Training da
 Language (:mod:`theory.language`: ``sample(key, n)``), and the Monte-Carlo eps_learning is measured
 against its exact conditionals (``denoiser()``).
 """
+
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from functools import lru_cache
-from typing import Callable
 
 import equinox as eqx
 import jax
@@ -68,10 +69,23 @@ def _make_step(optimizer, schedule, vocab_size, t_sampler, mask_sampler):
 
 
 # ================================ training loop =======================================================
-def train(denoiser: LearnedDenoiser, data, *, key, steps: int, batch_size: int = DEFAULT_BATCH,
-          optimizer=None, learning_rate: float | None = None, schedule=None, t_sampler: Callable | None = None,
-          mask_sampler: Callable | None = None, evaluation: Callable | None = None, eval_every: int | None = None,
-          progress: bool = True, desc: str = "train"):
+def train(
+    denoiser: LearnedDenoiser,
+    data,
+    *,
+    key,
+    steps: int,
+    batch_size: int = DEFAULT_BATCH,
+    optimizer=None,
+    learning_rate: float | None = None,
+    schedule=None,
+    t_sampler: Callable | None = None,
+    mask_sampler: Callable | None = None,
+    evaluation: Callable | None = None,
+    eval_every: int | None = None,
+    progress: bool = True,
+    desc: str = "train",
+):
     """Train ``denoiser``'s network on ``data`` with the MDM loss; returns (trained denoiser, history DataFrame).
 
     ``data``: a Language (:mod:`theory.language`, sampled with ``data.sample(key, n)``) or a callable
@@ -84,7 +98,9 @@ def train(denoiser: LearnedDenoiser, data, *, key, steps: int, batch_size: int =
     key gives the same parameters.
     """
     if not isinstance(denoiser, LearnedDenoiser):
-        raise TypeError(f"train needs a LearnedDenoiser (synthetic.models.init_denoiser), got {type(denoiser).__name__}.")
+        raise TypeError(
+            f"train needs a LearnedDenoiser (synthetic.models.init_denoiser), got {type(denoiser).__name__}."
+        )
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
         raise ValueError(f"steps must be an int >= 0, got {steps!r}.")
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
@@ -93,20 +109,25 @@ def train(denoiser: LearnedDenoiser, data, *, key, steps: int, batch_size: int =
     if hasattr(data, "sample") and hasattr(data, "vocab_size"):
         check_language(data, "training data")
         if (data.vocab_size, data.length) != (V, L):
-            raise ValueError(f"data has (vocab_size, length) = ({data.vocab_size}, {data.length}) but the model was "
-                             f"built for ({V}, {L}).")
+            raise ValueError(
+                f"data has (vocab_size, length) = ({data.vocab_size}, {data.length}) but the model was "
+                f"built for ({V}, {L})."
+            )
         sample_fn = data.sample
     elif callable(data):
         sample_fn = data
     else:
-        raise TypeError(f"training data must be a Language (theory.language) or a callable (key, n) -> (n, L); "
-                        f"got {type(data).__name__}.")
+        raise TypeError(
+            f"training data must be a Language (theory.language) or a callable (key, n) -> (n, L); "
+            f"got {type(data).__name__}."
+        )
     schedule = _schedules.linear() if schedule is None else schedule
     t_sampler = uniform_t if t_sampler is None else t_sampler
     mask_sampler = bernoulli_mask(schedule) if mask_sampler is None else mask_sampler
     if optimizer is None:
-        optimizer = _default_optimizer(float(DEFAULT_LR[denoiser.config.kind] if learning_rate is None else learning_rate),
-                                       int(steps))
+        optimizer = _default_optimizer(
+            float(DEFAULT_LR[denoiser.config.kind] if learning_rate is None else learning_rate), int(steps)
+        )
     step_fn = _make_step(optimizer, schedule, V, t_sampler, mask_sampler)
     k_data, k_loss = jax.random.split(key)
     net = denoiser.net
@@ -141,11 +162,26 @@ def train(denoiser: LearnedDenoiser, data, *, key, steps: int, batch_size: int =
     return LearnedDenoiser(net, config), pd.DataFrame(rows)
 
 
-def fit_denoiser(source, *, key, length: int | None = None, steps: int | None = None, model: str = "transformer",
-                 batch_size: int = DEFAULT_BATCH, learning_rate: float | None = None, optimizer=None, schedule=None,
-                 t_sampler: Callable | None = None, mask_sampler: Callable | None = None,
-                 evaluation: str | Callable = "auto", reference=None, eval_every: int | None = None,
-                 eval_num: int = 4096, progress: bool = True, **model_sizes):
+def fit_denoiser(
+    source,
+    *,
+    key,
+    length: int | None = None,
+    steps: int | None = None,
+    model: str = "transformer",
+    batch_size: int = DEFAULT_BATCH,
+    learning_rate: float | None = None,
+    optimizer=None,
+    schedule=None,
+    t_sampler: Callable | None = None,
+    mask_sampler: Callable | None = None,
+    evaluation: str | Callable = "auto",
+    reference=None,
+    eval_every: int | None = None,
+    eval_num: int = 4096,
+    progress: bool = True,
+    **model_sizes,
+):
     """Train a small denoiser on a language in one call: ``(denoiser, history DataFrame)``.
 
     ``source``: any Language (``length`` re-sizes a :class:`theory.language.Resizable` one). ``model``:
@@ -164,13 +200,26 @@ def fit_denoiser(source, *, key, length: int | None = None, steps: int | None = 
     V, L = lang.vocab_size, lang.length
     steps = DEFAULT_STEPS[model] if steps is None else steps
     k_init, k_train, k_eval = jax.random.split(key, 3)
-    den = LearnedDenoiser(init_network(ModelConfig(model, V, L, **model_sizes), k_init),
-                          ModelConfig(model, V, L, **model_sizes))
+    den = LearnedDenoiser(
+        init_network(ModelConfig(model, V, L, **model_sizes), k_init), ModelConfig(model, V, L, **model_sizes)
+    )
     ev = _resolve_evaluation(evaluation, lang, k_eval, reference, schedule, eval_num)
-    return train(den, lang, key=k_train, steps=steps, batch_size=batch_size, optimizer=optimizer,
-                 learning_rate=learning_rate, schedule=schedule, t_sampler=t_sampler, mask_sampler=mask_sampler,
-                 evaluation=ev, eval_every=eval_every or max(1, steps // 10), progress=progress,
-                 desc=f"fit {model} V={V} L={L}")
+    return train(
+        den,
+        lang,
+        key=k_train,
+        steps=steps,
+        batch_size=batch_size,
+        optimizer=optimizer,
+        learning_rate=learning_rate,
+        schedule=schedule,
+        t_sampler=t_sampler,
+        mask_sampler=mask_sampler,
+        evaluation=ev,
+        eval_every=eval_every or max(1, steps // 10),
+        progress=progress,
+        desc=f"fit {model} V={V} L={L}",
+    )
 
 
 def _resolve_evaluation(evaluation, lang, key, reference, schedule, eval_num):
@@ -184,7 +233,9 @@ def _resolve_evaluation(evaluation, lang, key, reference, schedule, eval_num):
     small = (V + 1) ** L * L * V <= EXACT_EVAL_MAX_ENTRIES
     if evaluation == "exact" or (evaluation == "auto" and small and isinstance(lang, Enumerable)):
         if not isinstance(lang, Enumerable):
-            raise ValueError(f"evaluation='exact' needs an enumerable language (joint()); {type(lang).__name__} is not.")
+            raise ValueError(
+                f"evaluation='exact' needs an enumerable language (joint()); {type(lang).__name__} is not."
+            )
         return exact_evaluation(lang.joint(), schedule)
     reference = lang.denoiser() if reference is None else reference
     tokens = lang.sample(jax.random.fold_in(key, 0), eval_num)
@@ -192,7 +243,9 @@ def _resolve_evaluation(evaluation, lang, key, reference, schedule, eval_num):
 
 
 # ================================ checkpoints =========================================================
-def save_checkpoint(path, denoiser: LearnedDenoiser, history: pd.DataFrame | None = None, meta: dict | None = None) -> str:
+def save_checkpoint(
+    path, denoiser: LearnedDenoiser, history: pd.DataFrame | None = None, meta: dict | None = None
+) -> str:
     """Save a LearnedDenoiser (config + float32 parameters, bit-exact) and its history to ``path`` (.npz)."""
     if not isinstance(denoiser, LearnedDenoiser):
         raise TypeError(f"save_checkpoint needs a LearnedDenoiser, got {type(denoiser).__name__}.")
@@ -200,19 +253,22 @@ def save_checkpoint(path, denoiser: LearnedDenoiser, history: pd.DataFrame | Non
     if not path.endswith(".npz"):
         raise ValueError(f"checkpoint path must end in .npz, got {path!r}.")
     leaves = jax.tree_util.tree_leaves(denoiser.net)
-    arrays = {"__format__": np.array("mdm-theory-denoiser-v1"), "__config__": np.array(denoiser.config.to_json()),
-              "__meta__": np.array(json.dumps(meta or {}, sort_keys=True, default=str))}
+    arrays = {
+        "__format__": np.array("mdm-theory-denoiser-v1"),
+        "__config__": np.array(denoiser.config.to_json()),
+        "__meta__": np.array(json.dumps(meta or {}, sort_keys=True, default=str)),
+    }
     for i, leaf in enumerate(leaves):
         arrays[f"param/{i:04d}"] = np.asarray(leaf)
     cols = [] if history is None else list(history.columns)
     arrays["__history_columns__"] = np.array(json.dumps(cols))
     for c in cols:
-        arrays[f"history/{c}"] = history[c].to_numpy()
+        arrays[f"history/{c}"] = history[c].to_numpy()  # type: ignore[index]  # cols is empty when history is None
     d = os.path.dirname(path)
     if d:
         os.makedirs(d, exist_ok=True)
     tmp = path[:-4] + ".tmp.npz"
-    np.savez(tmp, **arrays)
+    np.savez(tmp, **arrays)  # type: ignore[arg-type]  # numpy's stub types the first **kwarg as bool
     os.replace(tmp, path)
     return path
 
@@ -241,8 +297,9 @@ def load_checkpoint(path) -> tuple[LearnedDenoiser, pd.DataFrame, dict]:
     return LearnedDenoiser(net, config), history, meta
 
 
-def train_or_load(path, source, *, key, length: int | None = None, model: str = "transformer", retrain: bool = False,
-                  **fit_kwargs) -> tuple[LearnedDenoiser, pd.DataFrame]:
+def train_or_load(
+    path, source, *, key, length: int | None = None, model: str = "transformer", retrain: bool = False, **fit_kwargs
+) -> tuple[LearnedDenoiser, pd.DataFrame]:
     """Load the checkpoint at ``path`` if it exists (and matches V, L, model), else :func:`fit_denoiser` and save.
 
     A checkpoint for another vocabulary, length or model kind raises ValueError (delete it or pass
@@ -255,12 +312,17 @@ def train_or_load(path, source, *, key, length: int | None = None, model: str = 
         den, hist, meta = load_checkpoint(path)
         have = (den.vocab_size, den.length, den.config.kind)
         if have != (V, L, model):
-            raise ValueError(f"checkpoint {path} holds a model for (V, L, kind) = {have}, not {(V, L, model)}; "
-                             f"delete it, choose another path, or pass retrain=True.")
+            raise ValueError(
+                f"checkpoint {path} holds a model for (V, L, kind) = {have}, not {(V, L, model)}; "
+                f"delete it, choose another path, or pass retrain=True."
+            )
         return den, hist
     den, hist = fit_denoiser(source, key=key, length=length, model=model, **fit_kwargs)
-    meta = {"key": np.asarray(jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key).tolist(),
-            "length": L, "model": model,
-            **{k: v for k, v in fit_kwargs.items() if isinstance(v, (int, float, str, bool, type(None)))}}
+    meta = {
+        "key": np.asarray(jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key).tolist(),
+        "length": L,
+        "model": model,
+        **{k: v for k, v in fit_kwargs.items() if isinstance(v, (int, float, str, bool, type(None)))},
+    }
     save_checkpoint(path, den, hist, meta)
     return den, hist

@@ -26,6 +26,7 @@ So log TER(p_N) = log TER_block(p_N^block) (per token: exactly flat in L) and
 SER(p_N) = 1 - (1 - SER_block)^m. With fixed counts the blocks are *not* independent (the counts
 couple them); use enumeration, Monte Carlo, or the closed form of :func:`theory.bounds.copy_pairs_ser_fixed`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -34,12 +35,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from theory.validation import check_vocab_length, require_x64
 from theory.denoiser import ExactDenoiser
 from theory.joint import Joint
 from theory.metrics import log_ter, sequence_error_rate
 from theory.policies import RandomOrder
 from theory.sampling import exact_law
+from theory.validation import check_vocab_length, require_x64
 
 from .languages import NGram
 
@@ -80,7 +81,11 @@ class BlockLanguage:
     def __post_init__(self):
         if not isinstance(self.block, Joint):
             raise TypeError(f"block must be a theory.joint.Joint, got {type(self.block).__name__}.")
-        if isinstance(self.num_blocks, bool) or not isinstance(self.num_blocks, (int, np.integer)) or self.num_blocks < 1:
+        if (
+            isinstance(self.num_blocks, bool)
+            or not isinstance(self.num_blocks, (int, np.integer))
+            or self.num_blocks < 1
+        ):
             raise ValueError(f"num_blocks must be a positive int, got {self.num_blocks!r}.")
         object.__setattr__(self, "num_blocks", int(self.num_blocks))
 
@@ -96,7 +101,7 @@ class BlockLanguage:
     def length(self) -> int:
         return self.num_blocks * self.block.length
 
-    def with_length(self, length: int) -> "BlockLanguage":
+    def with_length(self, length: int) -> BlockLanguage:
         b = self.block.length
         if length % b:
             raise ValueError(f"length must be a multiple of the block length {b}, got {length}.")
@@ -190,5 +195,10 @@ def block_bernoulli_metrics(lang: BlockLanguage, steps: int, *, schedule=None) -
     else:
         lt = log_ter(p, lang.block)
     lq = lang.block.entropy() / lang.block_length
-    return {"log_ter": lt, "log_ter_q": lq, "ter_gap": lt - lq, "block_ser": bser,
-            "ser": float(-np.expm1(lang.num_blocks * np.log1p(-bser))) if bser < 1 else 1.0}
+    return {
+        "log_ter": lt,
+        "log_ter_q": lq,
+        "ter_gap": lt - lq,
+        "block_ser": bser,
+        "ser": float(-np.expm1(lang.num_blocks * np.log1p(-bser))) if bser < 1 else 1.0,
+    }

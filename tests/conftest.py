@@ -1,4 +1,5 @@
 """Test configuration: float64 JAX, hypothesis profile, shared helpers."""
+
 import os
 
 import jax  # noqa: E402

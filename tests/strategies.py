@@ -1,4 +1,5 @@
 """Hypothesis strategies shared by every property test: small instances of the MDM world."""
+
 from __future__ import annotations
 
 import jax
@@ -118,7 +119,9 @@ def structured_languages(draw, max_states: int = 3**7, max_length: int = 7):
             return fibonacci_ngram(V, L)
         lang = languages.random_ngram(key, V, n, L, conc)
         if special != "dense":
-            lang = languages.NGram(_sparsify(rng, lang.init), _sparsify(rng, lang.cond, 0.4 if special == "deterministic" else 0.6), L)
+            lang = languages.NGram(
+                _sparsify(rng, lang.init), _sparsify(rng, lang.cond, 0.4 if special == "deterministic" else 0.6), L
+            )
         return lang
     H = draw(st.integers(1, 3))
     lang = languages.random_hmm(key, H, V, L, conc)
@@ -137,6 +140,7 @@ def partial_state_batches(draw, vocab_size: int, length: int, batch: int | None 
     B = batch if batch is not None else draw(st.integers(1, max_batch))
     flat = draw(st.lists(st.integers(0, vocab_size), min_size=B * length, max_size=B * length))
     return np.asarray(flat, dtype=np.int64).reshape(B, length)
+
 
 # ---- issue 5 (BenHamu2025: EB sampler, error decomposition, tasks) --------------------------------
 eb_gammas = st.sampled_from([0.0, 1e-3, 0.01, 0.1, 0.25, 0.5, 1.0, 1.5, float("inf")])

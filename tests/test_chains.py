@@ -1,5 +1,6 @@
 """The chain languages (Markov / n-gram / HMM) at any length, through the Language protocol, against the
 enumerated exact engine (synthetic.chain_oracle, synthetic.forward_backward, synthetic.chain_exact)."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,12 +9,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from conftest import assert_close
-from strategies import fibonacci_ngram, seeds, structured_languages
 from synthetic import chain_oracle, languages
 from theory import metrics, policies, sampling
 from theory.language import entropy_mc
 from theory.states import all_states
+
+from conftest import assert_close
+from strategies import fibonacci_ngram, seeds, structured_languages
 
 # policies are static jit arguments hashed by identity: share instances so each compiles once
 RANDOM = policies.RandomOrder()
@@ -39,7 +41,9 @@ def _check_conditionals(lang):
     assert_close(d.marginals(jnp.asarray(S)), got, rtol=1e-12)
     if hasattr(d, "marginals_at"):
         pos = np.random.default_rng(0).integers(0, lang.length, (S.shape[0], 3))
-        assert_close(d.marginals_at(jnp.asarray(S), jnp.asarray(pos)), np.take_along_axis(np.asarray(got), pos[..., None], 1))
+        assert_close(
+            d.marginals_at(jnp.asarray(S), jnp.asarray(pos)), np.take_along_axis(np.asarray(got), pos[..., None], 1)
+        )
     # log q(visible part) equals the cylinder sum
     cyl = np.asarray(E.state_prob(jnp.asarray(S)))
     lm = np.asarray(lang.log_marginal(S))
@@ -130,7 +134,7 @@ def test_query_neighbours_bit_tricks_match_brute_force(L):
         for k in range(K):
             p = pos[i, k]
             left = np.nonzero(vis[i, :p])[0]
-            right = np.nonzero(vis[i, p + 1:])[0]
+            right = np.nonzero(vis[i, p + 1 :])[0]
             assert a[i, k] == (left[-1] if left.size else -1)
             assert b[i, k] == (p + 1 + right[0] if right.size else L)
 
@@ -175,8 +179,11 @@ def test_entropy_rate_is_limit_of_entropy_increments(seed):
 def test_sample_follows_q_chi_square(kind):
     """Chi-square goodness of fit at level 1e-4 (fixed key): exact ancestral samples vs the Joint."""
     key = jax.random.PRNGKey(3)
-    lang = {"markov": languages.random_markov(key, 3, 4, 1.0), "ngram3": languages.random_ngram(key, 2, 3, 5, 1.0),
-            "hmm": languages.random_hmm(key, 2, 3, 4, 1.0)}[kind]
+    lang = {
+        "markov": languages.random_markov(key, 3, 4, 1.0),
+        "ngram3": languages.random_ngram(key, 2, 3, 5, 1.0),
+        "hmm": languages.random_hmm(key, 2, 3, 4, 1.0),
+    }[kind]
     J = lang.joint()
     x = np.asarray(lang.sample(jax.random.PRNGKey(7), 40000))
     emp = np.round(metrics.empirical_law(x, lang.vocab_size) * len(x))
@@ -196,12 +203,15 @@ def _sparse_markov():
     return languages.MarkovChain(rng.dirichlet(np.ones(3)), trans, 4)
 
 
-@pytest.mark.parametrize("policy,reveal,metric", [
-    (RANDOM, "fixed", "log_ter"),
-    (TOPK, "fixed", "log_ter"),       # adaptive-by-score policy: the core's generic path
-    (RANDOM, "bernoulli", "ser"),
-    (L2R, "fixed", "ser"),
-])
+@pytest.mark.parametrize(
+    "policy,reveal,metric",
+    [
+        (RANDOM, "fixed", "log_ter"),
+        (TOPK, "fixed", "log_ter"),  # adaptive-by-score policy: the core's generic path
+        (RANDOM, "bernoulli", "ser"),
+        (L2R, "fixed", "ser"),
+    ],
+)
 def test_mc_log_ter_and_ser_match_exact_law(policy, reveal, metric):
     """N = 2 steps, L = 4: Monte-Carlo estimate within 4 standard errors of theory.sampling.exact_law."""
     lang = languages.random_markov(jax.random.PRNGKey(5), 3, 4, 0.5) if metric == "log_ter" else _sparse_markov()
@@ -224,7 +234,11 @@ def test_fast_path_sampler_law_chi_square(which):
     """The core sampler's static-order fast path (policy.order) draws from exactly the exact law:
     chi-square at level 1e-4 over V**L = 8 cells, once through Markov marginals_at, once through the
     enumerated denoiser (gather fallback)."""
-    lang = _sparse_markov().with_length(3) if which == "markov_fixed" else languages.random_markov(jax.random.PRNGKey(2), 2, 3, 0.3)
+    lang = (
+        _sparse_markov().with_length(3)
+        if which == "markov_fixed"
+        else languages.random_markov(jax.random.PRNGKey(2), 2, 3, 0.3)
+    )
     J = lang.joint()
     reveal = "fixed" if which == "markov_fixed" else "bernoulli"
     d = lang.denoiser() if which == "markov_fixed" else J.denoiser()

@@ -1,14 +1,17 @@
 """The exact denoiser against brute-force conditionals."""
+
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
-from conftest import assert_close
-from strategies import joints
 from theory.denoiser import TabularDenoiser, cylinder_sums, denoiser_table, exact_denoiser
 from theory.joint import Joint
 from theory.reference import reference_conditionals
 from theory.states import all_states
+
+from conftest import assert_close
+from strategies import joints
 
 
 @given(joints(max_states=4**4), st.data())

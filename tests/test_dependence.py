@@ -8,8 +8,8 @@
   sum_i sum_{l in B_i} H(x_l | x_{B_<i}) - H(q), computed here from marginal entropies of the table.
 * Pinned: copy pairs (a, a) with L = 4, values derived by hand.
 """
-from __future__ import annotations
 
+from __future__ import annotations
 
 import jax
 import numpy as np
@@ -17,13 +17,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import assert_close
-from strategies import any_proxy, eb_gammas, joints, perturbed_table, seeds
 from synthetic.tasks import copy_pairs_task
 from theory import policies
 from theory.denoiser import TabularDenoiser
 from theory.dependence import error_decomposition, reveal_set_entropies
 from theory.joint import Joint
+
+from conftest import assert_close
+from strategies import any_proxy, eb_gammas, joints, perturbed_table, seeds
 
 LN2 = np.log(2.0)
 ATOL = 1e-12  # absolute floor for quantities that are exactly 0 (KL of an exact sampler)
@@ -149,13 +150,21 @@ def test_fixed_order_dependence_chain_rule(q, data):
     dec = error_decomposition(q, policies.FixedOrder(tuple(perm)), counts=counts)
     _total, done, per_step = 0.0, [], []
     for c in counts:
-        block = list(perm[len(done):len(done) + c])
+        block = list(perm[len(done) : len(done) + c])
         hd = _marginal_entropy(q, done)
         step = sum(_marginal_entropy(q, done + [l]) - hd for l in block) - (_marginal_entropy(q, done + block) - hd)
         per_step.append(step)
         done += block
-    expected = sum(sum(_marginal_entropy(q, list(perm[:a]) + [l]) - _marginal_entropy(q, list(perm[:a]))
-                       for l in perm[a:a + c]) for a, c in zip(np.cumsum([0, *counts[:-1]]), counts)) - q.entropy()
+    expected = (
+        sum(
+            sum(
+                _marginal_entropy(q, list(perm[:a]) + [l]) - _marginal_entropy(q, list(perm[:a]))
+                for l in perm[a : a + c]
+            )
+            for a, c in zip(np.cumsum([0, *counts[:-1]]), counts)
+        )
+        - q.entropy()
+    )
     assert_close(np.asarray(dec.per_step["dependence"]), np.asarray(per_step), atol=ATOL)
     assert_close(dec.dependence, expected, atol=ATOL)
     assert_close(dec.kl, expected, atol=ATOL)

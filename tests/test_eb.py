@@ -8,6 +8,7 @@
   per-example select; the Monte-Carlo sampler's NFE and accuracy agree with the exact law within 4 SE;
 * the quick experiment writes its files.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,12 +23,13 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
-from conftest import assert_close
-from strategies import any_proxy, eb_gammas, joints, masked_marginals
 from synthetic.tasks import copy_pairs_task, sudoku_task
 from theory import policies
 from theory.metrics import mean_se
 from theory.sampling import exact_law, sample
+
+from conftest import assert_close
+from strategies import any_proxy, eb_gammas, joints, masked_marginals
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -83,7 +85,9 @@ def test_batched_select_equals_per_example(sm, gamma, proxy):
     key = jax.random.PRNGKey(0)
     one = np.stack([np.asarray(pol.select(key, jnp.asarray(z), jnp.asarray(m), 0)) for z, m in zip(states, marg)])
     keys = jax.random.split(key, len(states))
-    vm = np.asarray(jax.vmap(pol.select)(keys, jnp.asarray(states), jnp.asarray(marg), jnp.zeros(len(states), jnp.int32)))
+    vm = np.asarray(
+        jax.vmap(pol.select)(keys, jnp.asarray(states), jnp.asarray(marg), jnp.zeros(len(states), jnp.int32))
+    )
     np.testing.assert_array_equal(vm, one)
     parent, subsets, weights = pol.reveal_distribution(states, marg, np.zeros(len(states), np.int64))
     np.testing.assert_array_equal(parent, np.arange(len(states)))
@@ -174,8 +178,13 @@ def test_mc_sampler_agrees_with_exact_law():
 
 def test_quick_experiment_writes_files(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MDM_NO_PROGRESS": "1"}
-    r = subprocess.run([sys.executable, str(ROOT / "experiments" / "eb_sampler.py"), "--quick", "--out", str(tmp_path)],
-                       env=env, capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / "eb_sampler.py"), "--quick", "--out", str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     for ext in ("csv", "png", "json"):
         assert (tmp_path / f"eb_sampler.{ext}").stat().st_size > 0

@@ -1,4 +1,5 @@
 """The MDM loss, the exact and Monte-Carlo ELBO and eps_learning (theory/elbo.py)."""
+
 import math
 
 import jax
@@ -8,14 +9,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import assert_close
-from strategies import seeds
 from synthetic import languages
 from synthetic.models import init_denoiser, network_logits
 from theory import elbo as E
 from theory import schedules
 from theory.denoiser import FunctionDenoiser, TabularDenoiser
 from theory.joint import Joint
+
+from conftest import assert_close
+from strategies import seeds
 
 KEY = jax.random.PRNGKey(0)
 SMALL = dict(d_model=16, num_layers=1, num_heads=2, d_ff=32, rank=3)
@@ -101,19 +103,23 @@ def test_eps_learning_pinned_single_token():
 # ---------------------------------------------------------------- the loss is unbiased for ELBO / L
 def _beta_t(a):
     """Importance-sampled t ~ Beta(a, 1) (density a t^(a-1)), weight 1 / p(t)."""
+
     def sampler(key, batch):
         t = 1.0 - jax.random.uniform(key, (batch,), dtype=jnp.float32)
         t = t ** (1.0 / a)
         return t, (1.0 / (a * t ** (a - 1.0))).astype(jnp.float32)
+
     return sampler
 
 
 def _mirror(schedule):
     """Antithetic pair (Jia2025's MIRROR): one uniform per token, masks {U < 1-alpha} and {U > alpha}."""
+
     def sampler(key, t, shape):
         p = (1.0 - schedule.alpha(t)).astype(jnp.float32)[:, None]
         u = jax.random.uniform(key, shape, dtype=jnp.float32)
         return jnp.stack([u < p, u > 1.0 - p])  # (2, B, L)
+
     return sampler
 
 
@@ -132,8 +138,9 @@ def test_mc_loss_matches_exact_elbo(hooks):
         k1, k2, k3 = jax.random.split(key, 3)
         x = q.sample(k1, 20000).astype(jnp.int32)
         t, w = ts(k2, 20000)
-        return E.per_example_loss(lambda z: jax.nn.log_softmax(network_logits(den.net, z), axis=-1), x, t, w,
-                                  ms(k3, t, x.shape), sch, 3)
+        return E.per_example_loss(
+            lambda z: jax.nn.log_softmax(network_logits(den.net, z), axis=-1), x, t, w, ms(k3, t, x.shape), sch, 3
+        )
 
     v = np.concatenate([np.asarray(losses(jax.random.fold_in(KEY, i)), dtype=np.float64) for i in range(4)])
     se = v.std(ddof=1) / np.sqrt(v.size)

@@ -1,4 +1,5 @@
 """The core's demo experiment runs in --quick mode and writes its three files."""
+
 import json
 import subprocess
 import sys
@@ -10,8 +11,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_kl_vs_steps_quick(tmp_path):
-    r = subprocess.run([sys.executable, str(ROOT / "experiments" / "kl_vs_steps.py"), "--quick", "--out", str(tmp_path)],
-                       capture_output=True, text=True, cwd=ROOT, env={"MDM_NO_PROGRESS": "1", "PATH": "", "PYTHONPATH": str(ROOT)})
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / "kl_vs_steps.py"), "--quick", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={"MDM_NO_PROGRESS": "1", "PATH": "", "PYTHONPATH": str(ROOT)},
+    )
     assert r.returncode == 0, r.stderr
     df = pd.read_csv(tmp_path / "kl_vs_steps.csv")
     assert (tmp_path / "kl_vs_steps.png").stat().st_size > 0

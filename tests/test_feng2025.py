@@ -1,4 +1,5 @@
 """Feng2025 (issue 4): SER closed forms of the copy-pairs worst case, TER bounds, steps vs length."""
+
 import math
 
 import jax
@@ -11,7 +12,8 @@ from synthetic import languages as la
 from synthetic import steps_length as sl
 from synthetic import worst_case as wc
 from theory import bounds as B
-from theory import metrics, policies, schedules as S
+from theory import metrics, policies
+from theory import schedules as S
 from theory.denoiser import smoothed, smoothing_kl_bound
 from theory.sampling import exact_law, sample
 
@@ -72,8 +74,11 @@ def test_copy_pairs_pinned_values():
 def test_copy_pairs_mc_ser_large_L_within_4_se(reveal):
     L, N, num = 512, 128, 400
     lin = S.linear()
-    closed = (B.copy_pairs_ser_bernoulli(L, S.reveal_probs(lin, N)) if reveal == "bernoulli"
-              else B.copy_pairs_ser_fixed(L, S.fixed_counts(lin, N, L)))
+    closed = (
+        B.copy_pairs_ser_bernoulli(L, S.reveal_probs(lin, N))
+        if reveal == "bernoulli"
+        else B.copy_pairs_ser_fixed(L, S.fixed_counts(lin, N, L))
+    )
     m = sl.mc_metrics(jax.random.PRNGKey(7), wc.copy_pairs(L), N, num=num, reveal=reveal, schedule=lin)
     se = math.sqrt(closed * (1 - closed) / num)  # binomial SE at the exact value
     assert abs(m["ser"] - closed) <= 4 * se
@@ -204,12 +209,14 @@ def test_ngram_sampler_matches_exact_law(reveal):
     """The core sampler with the n-gram's forward–backward conditionals (marginals_at) draws the exact law."""
     lang = la.entropy_ngram(jax.random.PRNGKey(5), 2, 2, 5, 0.3)
     e = sl.exact_metrics(lang, 2, reveal=reveal)
-    toks = np.asarray(sample(jax.random.PRNGKey(0), lang.denoiser(), policies.RandomOrder(), 2, num=4000,
-                             reveal=reveal).tokens)
+    toks = np.asarray(
+        sample(jax.random.PRNGKey(0), lang.denoiser(), policies.RandomOrder(), 2, num=4000, reveal=reveal).tokens
+    )
     emp = metrics.empirical_law(toks, 2)
     p = e["law"]
     # chi-square goodness of fit on cells with expected count >= 5 (level 1e-4)
     from scipy.stats import chisquare
+
     keep = p * 4000 >= 5
     obs = np.append(emp[keep] * 4000, emp[~keep].sum() * 4000)
     exp_ = np.append(p[keep] * 4000, p[~keep].sum() * 4000)
@@ -227,9 +234,16 @@ def test_quick_script_writes_files(tmp_path):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     mod.main(["--quick", "--out", str(tmp_path)])
-    for f in ("steps_vs_length_ter.csv", "steps_vs_length_ter.png", "steps_vs_length_ser.csv",
-              "steps_vs_length_ser.png", "steps_vs_length_min_steps.csv", "steps_vs_length_min_steps.png",
-              "steps_vs_length_learning.csv", "steps_vs_length.json"):
+    for f in (
+        "steps_vs_length_ter.csv",
+        "steps_vs_length_ter.png",
+        "steps_vs_length_ser.csv",
+        "steps_vs_length_ser.png",
+        "steps_vs_length_min_steps.csv",
+        "steps_vs_length_min_steps.png",
+        "steps_vs_length_learning.csv",
+        "steps_vs_length.json",
+    ):
         assert (tmp_path / f).stat().st_size > 0, f
 
 

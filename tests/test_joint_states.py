@@ -1,15 +1,18 @@
 """Joint tables and partial-state encoding."""
+
 import itertools
 
 import jax
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
+
+from theory import states
+from theory.joint import Joint
 
 from conftest import assert_close
 from strategies import joints, vocab_length
-from theory import states
-from theory.joint import Joint
 
 
 @given(vocab_length(max_states=5**5), st.data())

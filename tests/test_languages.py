@@ -1,14 +1,17 @@
 """Languages: enumerated tables equal their defining formulas."""
+
 import itertools
 
 import jax
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
+
+from synthetic import languages as lg
 
 from conftest import assert_close
 from strategies import concentrations, seeds
-from synthetic import languages as lg
 
 
 @given(seeds, st.integers(2, 3), st.integers(1, 5), concentrations)
@@ -27,7 +30,7 @@ def test_ngram_joint(seed, V, n, extra, conc):
     p = np.asarray(g.joint().probs)
     init = g.init.reshape((V,) * (n - 1))
     for k, x in enumerate(itertools.product(range(V), repeat=L)):
-        want = init[x[: n - 1]] * np.prod([g.cond[x[i - n + 1: i + 1]] for i in range(n - 1, L)])
+        want = init[x[: n - 1]] * np.prod([g.cond[x[i - n + 1 : i + 1]] for i in range(n - 1, L)])
         assert_close(p[k], want, rtol=1e-12, atol=1e-300)
 
 

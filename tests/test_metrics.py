@@ -1,12 +1,14 @@
 """Metrics: exact identities and Monte-Carlo estimates."""
+
 import numpy as np
 import pytest
 from hypothesis import given
 
-from conftest import assert_close
-from strategies import joints
 from theory import metrics
 from theory.joint import Joint
+
+from conftest import assert_close
+from strategies import joints
 
 
 @given(joints(max_states=4**4), joints(max_states=4**4, sparse=False))

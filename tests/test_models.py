@@ -1,4 +1,5 @@
 """Learned denoisers (synthetic/models.py): the Denoiser protocol, plugging into the core samplers, errors."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,14 +8,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from conftest import assert_close
-from strategies import model_kinds, partial_state_batches
 from synthetic import languages
 from synthetic.models import LearnedDenoiser, ModelConfig, init_denoiser, init_network
 from theory import policies
 from theory.denoiser import Denoiser
 from theory.metrics import empirical_law
 from theory.sampling import exact_law, sample
+
+from conftest import assert_close
+from strategies import model_kinds, partial_state_batches
 
 KEY = jax.random.PRNGKey(0)
 SMALL = dict(d_model=16, num_layers=1, num_heads=2, d_ff=32, rank=3)

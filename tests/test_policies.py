@@ -1,11 +1,13 @@
 """Reveal policies: select (JAX) and reveal_distribution (exact) describe the same rule."""
+
 from math import comb
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from theory import policies
 
@@ -23,8 +25,13 @@ def test_score_policies_reveal_lowest_scores(V, L, data):
     z, m = _state_and_marg(data.draw, V, L)
     k = int((z == V).sum())
     c = data.draw(st.integers(0, L))
-    for pol in (policies.LeftToRight(), policies.TopK("confidence"), policies.TopK("entropy"), policies.TopK("margin"),
-                policies.FixedOrder(tuple(data.draw(st.permutations(range(L)))))):
+    for pol in (
+        policies.LeftToRight(),
+        policies.TopK("confidence"),
+        policies.TopK("entropy"),
+        policies.TopK("margin"),
+        policies.FixedOrder(tuple(data.draw(st.permutations(range(L))))),
+    ):
         sel = np.asarray(pol.select(jax.random.PRNGKey(0), jnp.asarray(z), jnp.asarray(m), c))
         assert sel.sum() == min(c, k) and not np.any(sel & (z != V))
         score = np.asarray(pol.score(jnp.asarray(z), jnp.asarray(m)))

@@ -1,16 +1,19 @@
 """The exact law of the sampler and the Monte-Carlo sampler."""
+
 import jax
 import numpy as np
 import pytest
-from hypothesis import assume, given, strategies as st
+from hypothesis import assume, given
+from hypothesis import strategies as st
 from scipy.stats import chisquare
 
-from conftest import assert_close
-from strategies import joints, reveals, schedules_st, steps_st, value_blind_policies
 from theory import metrics, policies, schedules
 from theory.joint import Joint
 from theory.reference import reference_law
 from theory.sampling import exact_law, sample
+
+from conftest import assert_close
+from strategies import joints, reveals, schedules_st, steps_st, value_blind_policies
 
 
 @given(joints(max_states=4**5), st.data())
@@ -50,7 +53,11 @@ def test_exact_law_equals_plain_reference(q, data, reveal):
     order = data.draw(st.sampled_from(["random", "left_to_right"])) if reveal == "fixed" else "random"
     pol = policies.RandomOrder() if order == "random" else policies.LeftToRight()
     law = exact_law(q, pol, N, reveal=reveal, schedule=sch)
-    kw = {"counts": schedules.fixed_counts(sch, N, q.length)} if reveal == "fixed" else {"reveal_probs": schedules.reveal_probs(sch, N)}
+    kw = (
+        {"counts": schedules.fixed_counts(sch, N, q.length)}
+        if reveal == "fixed"
+        else {"reveal_probs": schedules.reveal_probs(sch, N)}
+    )
     ref = reference_law(q.probs, q.vocab_size, q.length, order=order, **kw)
     assert_close(law.probs, ref, rtol=1e-10, atol=1e-15)
 
@@ -63,7 +70,7 @@ def _compositions_refinement(draw, L):
     assume(splittable)
     i = draw(st.sampled_from(splittable))
     a = draw(st.integers(1, c[i] - 1))
-    return c, c[:i] + [a, c[i] - a] + c[i + 1:]
+    return c, c[:i] + [a, c[i] - a] + c[i + 1 :]
 
 
 @given(joints(max_states=4**5, min_length=2), st.data())
@@ -123,8 +130,11 @@ def test_monte_carlo_matches_exact_law_chisquare():
     q = Joint.from_unnormalized(np.arange(1, 17, dtype=np.float64) ** 1.5, 2, 4)
     den = q.denoiser()
     num = 40000
-    for reveal, pol in (("fixed", policies.RandomOrder()), ("bernoulli", policies.RandomOrder()),
-                        ("fixed", policies.TopK("margin"))):
+    for reveal, pol in (
+        ("fixed", policies.RandomOrder()),
+        ("bernoulli", policies.RandomOrder()),
+        ("fixed", policies.TopK("margin")),
+    ):
         law = np.asarray(exact_law(q, pol, 2, reveal=reveal, schedule=schedules.cosine()).probs)
         s = sample(jax.random.PRNGKey(7), den, pol, 2, num=num, reveal=reveal, schedule=schedules.cosine())
         counts = np.bincount(np.asarray(s.tokens) @ np.array([8, 4, 2, 1]), minlength=16)
@@ -157,6 +167,7 @@ def test_sampling_bad_input():
     with pytest.raises(TypeError, match="marginals"):
         sample(jax.random.PRNGKey(0), object(), None, 2, num=3)
     from theory.denoiser import FunctionDenoiser
+
     other = FunctionDenoiser(lambda z: np.full(z.shape + (2,), 0.5), 2, 3)
     with pytest.raises(ValueError, match="length = 3 but 2 was asked"):
         exact_law(q, None, 2, denoiser=other)

@@ -1,13 +1,16 @@
 """Schedules: pinned values (so a convention slip cannot pass), derivatives, discretisation."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
+
+from theory import schedules
 
 from conftest import assert_close
 from strategies import schedule_list, schedules_st
-from theory import schedules
 
 SQ2 = np.sqrt(2.0)
 
@@ -24,7 +27,9 @@ PINNED = [
 ]
 
 
-@pytest.mark.parametrize("sch, a_half, d_half", PINNED, ids=lambda x: repr(x) if isinstance(x, schedules.Schedule) else "")
+@pytest.mark.parametrize(
+    "sch, a_half, d_half", PINNED, ids=lambda x: repr(x) if isinstance(x, schedules.Schedule) else ""
+)
 def test_pinned_values(sch, a_half, d_half):
     assert_close(float(sch.alpha(0.0)), 1.0, atol=1e-15)
     assert_close(float(sch.alpha(1.0)), 0.0, atol=1e-15)

@@ -1,5 +1,6 @@
 """synthetic/tasks.py: the sparse support-list denoiser against the enumerated exact one, the tasks'
 correctness predicates, and the imperfect denoisers' stated KL bound."""
+
 from __future__ import annotations
 
 import itertools
@@ -10,12 +11,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import assert_close
-from strategies import seeds
 from synthetic import tasks
 from theory import policies
+from theory.denoiser import smoothed, tempered
 from theory.sampling import exact_law
 from theory.states import all_sequences, all_states
+
+from conftest import assert_close
+from strategies import seeds
 
 
 def _brute_sudoku_count():
@@ -128,11 +131,11 @@ def test_smoothed_kl_bound_and_tempered_identity(seed, eps):
     ex = q.denoiser()
     S = all_states(3, 3)
     qm = np.asarray(ex.marginals(S))
-    pm = np.asarray(tasks.smoothed(ex, eps).marginals(S))
+    pm = np.asarray(smoothed(ex, eps).marginals(S))
     assert_close(pm.sum(-1), np.ones(pm.shape[:2]))
     kl = np.sum(np.where(qm > 0, qm * np.log(np.where(qm > 0, qm, 1) / np.where(qm > 0, pm, 1)), 0), -1)
     assert np.all(kl <= -np.log(1 - eps) + 1e-12)
-    assert_close(np.asarray(tasks.tempered(ex, 1.0).marginals(S)), qm, atol=1e-15)
-    sharp = np.asarray(tasks.tempered(ex, 0.5).marginals(S))  # p proportional to q**2
+    assert_close(np.asarray(tempered(ex, 1.0).marginals(S)), qm, atol=1e-15)
+    sharp = np.asarray(tempered(ex, 0.5).marginals(S))  # p proportional to q**2
     want = qm**2 / (qm**2).sum(-1, keepdims=True)
     assert_close(sharp, want, atol=1e-15)

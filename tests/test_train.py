@@ -1,18 +1,18 @@
 """Training learned denoisers (synthetic/train.py): the loop, seeds, checkpoints, data from any Language."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from scipy import stats
 
-from conftest import assert_close
 from synthetic import languages
 from synthetic import train as T
 from synthetic.models import init_denoiser
 from theory import elbo as E
-
 from theory.denoiser import FunctionDenoiser
+
+from conftest import assert_close
 
 KEY = jax.random.PRNGKey(0)
 SMALL = dict(d_model=16, num_layers=1, num_heads=2, d_ff=32, rank=3)
@@ -30,8 +30,9 @@ def markov_q():
 
 @pytest.fixture(scope="module")
 def trained(markov_q):
-    return T.fit_denoiser(markov_q, key=jax.random.PRNGKey(1), steps=200, model="transformer", eval_every=40,
-                          progress=False)
+    return T.fit_denoiser(
+        markov_q, key=jax.random.PRNGKey(1), steps=200, model="transformer", eval_every=40, progress=False
+    )
 
 
 def test_short_training_beats_uniform_and_eps_falls(markov_q, trained):
@@ -47,17 +48,20 @@ def test_short_training_beats_uniform_and_eps_falls(markov_q, trained):
     eps = hist["eps_learning"].to_numpy()
     assert eps[-1] < 0.25 * eps[0] and eps[-1] < uni["eps_learning"] / 4
     assert stats.spearmanr(hist["step"], eps).statistic < -0.8
-    assert eps[len(eps) // 2:].mean() < eps[1:len(eps) // 2].mean()
+    assert eps[len(eps) // 2 :].mean() < eps[1 : len(eps) // 2].mean()
     assert_close(hist["eps_learning"].iloc[-1], final["eps_learning"], rtol=1e-12)
 
 
 def test_same_seed_same_parameters_and_checkpoint_roundtrip(markov_q, trained, tmp_path):
-    a, ha = T.fit_denoiser(markov_q, key=jax.random.PRNGKey(3), steps=15, model="tabular", evaluation="none",
-                           progress=False)
-    b, hb = T.fit_denoiser(markov_q, key=jax.random.PRNGKey(3), steps=15, model="tabular", evaluation="none",
-                           progress=False)
-    c, _ = T.fit_denoiser(markov_q, key=jax.random.PRNGKey(4), steps=15, model="tabular", evaluation="none",
-                           progress=False)
+    a, ha = T.fit_denoiser(
+        markov_q, key=jax.random.PRNGKey(3), steps=15, model="tabular", evaluation="none", progress=False
+    )
+    b, hb = T.fit_denoiser(
+        markov_q, key=jax.random.PRNGKey(3), steps=15, model="tabular", evaluation="none", progress=False
+    )
+    c, _ = T.fit_denoiser(
+        markov_q, key=jax.random.PRNGKey(4), steps=15, model="tabular", evaluation="none", progress=False
+    )
     la, lb, lc = (jax.tree_util.tree_leaves(d.net) for d in (a, b, c))
     assert all(np.array_equal(x, y) for x, y in zip(la, lb))
     assert not all(np.array_equal(x, y) for x, y in zip(la, lc))
@@ -92,8 +96,9 @@ def test_train_or_load(markov_q, tmp_path, monkeypatch):
 def test_language_source_and_mc_evaluation():
     """A structured language trains directly; evaluation='mc' reports eps_learning with a standard error."""
     lang = languages.random_markov(jax.random.PRNGKey(9), 2, 3)
-    den, hist = T.fit_denoiser(lang, key=KEY, steps=20, model="tabular", evaluation="mc", eval_num=500,
-                               eval_every=10, progress=False)
+    den, hist = T.fit_denoiser(
+        lang, key=KEY, steps=20, model="tabular", evaluation="mc", eval_num=500, eval_every=10, progress=False
+    )
     assert {"eps_learning", "eps_learning_se", "elbo", "elbo_se"} <= set(hist.columns)
     assert np.all(np.isfinite(hist["eps_learning_se"])) and den.length == 3
     den5, _ = T.fit_denoiser(lang, key=KEY, length=5, steps=2, model="tabular", evaluation="none", progress=False)
@@ -113,6 +118,7 @@ def test_bad_inputs_raise_clear_errors(markov_q, tmp_path):
     ev = E.exact_evaluation(markov_q)
     with pytest.raises(ValueError, match="vocab_size"):
         ev(d)
+
     class F32:
         vocab_size, length = 3, 4
 

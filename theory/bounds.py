@@ -2,6 +2,7 @@
 (short name), the theorem/equation, and a one-line statement. Sections are headed by issue number;
 append new sections, do not rewrite others'.
 """
+
 from __future__ import annotations
 
 import math
@@ -11,13 +12,13 @@ from scipy.special import gammaln
 
 from .validation import check_steps, check_vocab_length, require_x64
 
-
 # --- issue 4: Feng2025 (steps vs length) ----------------------------------------------------------
 #
 # Sampler (Feng2025, Sec. 3 [paper]): N steps; at each step every masked token is revealed with the
 # schedule's conditional probability r_s = (alpha_s - alpha_t) / (1 - alpha_t) ("bernoulli"), or k_s
 # uniformly chosen masked tokens are revealed ("fixed" counts); revealed values are drawn independently
 # from the per-position conditionals. Metrics: log TER(p) = E_p[-log q(x)] / L, SER(p) = p(q(x) = 0).
+
 
 def _check_length_even(length) -> int:
     _, L = check_vocab_length(2, length)
@@ -41,8 +42,10 @@ def unconditional_reveal_probs(reveal_probs) -> np.ndarray:
     if not np.all(np.isfinite(r)) or np.any(r < 0) or np.any(r > 1):
         raise ValueError(f"reveal_probs must lie in [0, 1], got {r.tolist()}.")
     if r[-1] != 1.0:
-        raise ValueError("the last reveal probability must be 1 (every token is revealed by the end); "
-                         f"got {r[-1]!r}. Use theory.schedules.reveal_probs(schedule, N).")
+        raise ValueError(
+            "the last reveal probability must be 1 (every token is revealed by the end); "
+            f"got {r[-1]!r}. Use theory.schedules.reveal_probs(schedule, N)."
+        )
     surv = np.concatenate([[1.0], np.cumprod(1.0 - r)[:-1]])
     return r * surv
 
@@ -122,8 +125,13 @@ def copy_pairs_ser_fixed(length: int, counts) -> float:
         a = np.arange(ks + 1)[None, :]  # (1, ks+1)
         for c in range(ks // 2 + 1):
             b = ks - 2 * c - a  # (1, ks+1)
-            lp = (_log_comb(u[:, None], c) + _log_comb(u[:, None] - c, a) + a * np.log(2.0)
-                  + _log_comb(o[:, None], b) - tot[:, None])  # (S, ks+1) log transition probability
+            lp = (
+                _log_comb(u[:, None], c)
+                + _log_comb(u[:, None] - c, a)
+                + a * np.log(2.0)
+                + _log_comb(o[:, None], b)
+                - tot[:, None]
+            )  # (S, ks+1) log transition probability
             tp = np.exp(lp)
             ok = tp > 0
             dest = (u[:, None] - c - a)[ok]
@@ -153,8 +161,9 @@ def copy_pairs_min_steps_linear(length: int, delta: float) -> int:
     return N
 
 
-def copy_pairs_min_steps(length: int, delta: float, *, reveal: str = "fixed", schedule=None,
-                         max_steps: int | None = None) -> int:
+def copy_pairs_min_steps(
+    length: int, delta: float, *, reveal: str = "fixed", schedule=None, max_steps: int | None = None
+) -> int:
     """Smallest N with copy-pairs SER(N) <= delta for a schedule (default linear), by exact evaluation.
 
     reveal = "fixed": counts from :func:`theory.schedules.fixed_counts` and :func:`copy_pairs_ser_fixed`

@@ -17,19 +17,21 @@ States with C[z] = 0 (impossible under q) get the uniform distribution 1/V at ma
 documented, finite answer that no sampler started from the all-mask state ever reaches with the exact
 denoiser.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .validation import SCALABLE_HINT, as_f64, check_size, require_x64
 from .joint import Joint
 from .states import all_states, strides
+from .validation import SCALABLE_HINT, as_f64, check_size, require_x64
 
 
 @runtime_checkable
@@ -102,8 +104,12 @@ class ExactDenoiser:
     def table(self, max_bytes: float | None = None) -> jax.Array:
         """Conditionals of every partial state, shape ((V+1)**L, L, V)."""
         V, L = self.vocab_size, self.length
-        check_size(8 * (V + 1) ** L * L * V, f"The denoiser table over (V+1)**L = {V + 1}**{L} states", max_bytes,
-                   SCALABLE_HINT + "; or call .marginals(states) on the states you need")
+        check_size(
+            8 * (V + 1) ** L * L * V,
+            f"The denoiser table over (V+1)**L = {V + 1}**{L} states",
+            max_bytes,
+            SCALABLE_HINT + "; or call .marginals(states) on the states you need",
+        )
         return self.marginals(jnp.asarray(all_states(V, L)))
 
 
@@ -144,7 +150,10 @@ class TabularDenoiser:
     def __init__(self, table, vocab_size: int, length: int):
         t = as_f64(table, "TabularDenoiser.table")
         if t.shape != ((vocab_size + 1) ** length, length, vocab_size):
-            raise ValueError(f"table must have shape ((V+1)**L, L, V) = {((vocab_size + 1) ** length, length, vocab_size)}, got {t.shape}.")
+            raise ValueError(
+                f"table must have shape ((V+1)**L, L, V) = {((vocab_size + 1) ** length, length, vocab_size)}, "
+                f"got {t.shape}."
+            )
         arr = np.asarray(t)
         if np.any(arr < 0) or np.any(np.abs(arr.sum(-1) - 1) > 1e-9):
             raise ValueError("every row of a TabularDenoiser table must be a probability vector over V tokens.")
@@ -193,7 +202,7 @@ def _smooth(m, states, eps, V):
 class SmoothedDenoiser:
     """p(x_i | z) = (1 - eps) base(x_i | z) + eps / V at masked positions (one-hot at visible ones)."""
 
-    base: object
+    base: Denoiser
     eps: float
     vocab_size: int
     length: int

@@ -19,6 +19,7 @@ then log q_S / prod p_l = log q_S / prod q_l + sum_l log q_l / p_l, whose q_S-ex
 dependence term plus the model term. For random phi, KL of the x-marginals is at most KL of the joint
 laws of (partition, x) by the data-processing inequality, which is the same sum.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -26,11 +27,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .validation import require_x64
 from .joint import Joint
 from .metrics import kl
-from .policies import token_entropy
 from .sampling import batched_marginals, exact_law, reveal_children
+from .validation import require_x64
 
 
 def _xlogx(p):
@@ -92,12 +92,27 @@ class ErrorDecomposition:
         return self.model_error + self.dependence
 
     def summary(self) -> dict:
-        return {"kl": self.kl, "model_error": self.model_error, "dependence": self.dependence,
-                "bound": self.bound, "entropy_bound": self.entropy_bound, "expected_nfe": self.expected_nfe}
+        return {
+            "kl": self.kl,
+            "model_error": self.model_error,
+            "dependence": self.dependence,
+            "bound": self.bound,
+            "entropy_bound": self.entropy_bound,
+            "expected_nfe": self.expected_nfe,
+        }
 
 
-def error_decomposition(joint: Joint, policy=None, steps=None, *, denoiser=None, reveal: str = "fixed",
-                        schedule=None, counts=None, max_bytes=None) -> ErrorDecomposition:
+def error_decomposition(
+    joint: Joint,
+    policy=None,
+    steps=None,
+    *,
+    denoiser=None,
+    reveal: str = "fixed",
+    schedule=None,
+    counts=None,
+    max_bytes=None,
+) -> ErrorDecomposition:
     """Exact model-error / dependence-error accounting along the data path q_phi, and the true KL.
 
     ``denoiser`` (default: q's exact denoiser) is the model p_theta; the policy sees its marginals.
@@ -122,14 +137,16 @@ def error_decomposition(joint: Joint, policy=None, steps=None, *, denoiser=None,
             kl_pos = np.sum(_xlogx(qm) - np.where(qm > 0, qm * np.log(np.where(pm > 0, pm, 1e-300)), 0.0), -1)
             kl_pos = np.where(np.any((qm > 0) & (pm == 0), -1), np.inf, kl_pos)
             me = np.where(subsets, kl_pos, 0.0).sum(1)
-        rows.append({
-            "step": n + 1,
-            "p_reveal": float(np.sum(w * subsets.any(1))),
-            "tokens": float(np.sum(w * subsets.sum(1))),
-            "model_error": float(np.sum(w * me)),
-            "dependence": float(np.sum(w * (hs - hj))),
-            "entropy_bound": float(np.sum(w * (hs - hm))),
-        })
+        rows.append(
+            {
+                "step": n + 1,
+                "p_reveal": float(np.sum(w * subsets.any(1))),
+                "tokens": float(np.sum(w * subsets.sum(1))),
+                "model_error": float(np.sum(w * me)),
+                "dependence": float(np.sum(w * (hs - hj))),
+                "entropy_bound": float(np.sum(w * (hs - hm))),
+            }
+        )
 
     kw = dict(reveal=reveal, schedule=schedule, counts=counts, max_bytes=max_bytes)
     exact_law(joint, policy, steps, denoiser=model, values="joint", callback=cb, **kw)
@@ -144,8 +161,3 @@ def error_decomposition(joint: Joint, policy=None, steps=None, *, denoiser=None,
         expected_nfe=law.expected_nfe,
         law=law,
     )
-
-
-def per_position_entropy(marginals):
-    """Convenience re-export: entropies in nats of (..., L, V) conditionals."""
-    return np.asarray(token_entropy(marginals))

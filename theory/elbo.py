@@ -5,7 +5,7 @@ The loss (MDLM/MD4's continuous-time ELBO in Jia2025's form; per-position schedu
 For a clean sequence x (L tokens), draw t ~ p(t) and mask token l independently with probability
 1 - alpha_{t,l} (state z); then
 
-    loss(x, t, z) = w(t) / p(t) * (1/L) * sum_{l masked in z} (-alpha'_{t,l} / (1 - alpha_{t,l})) * (-log p_theta(x_l | z)),
+    loss(x, t, z) = w(t)/p(t) * (1/L) * sum_{l masked in z} (-alpha'_{t,l} / (1 - alpha_{t,l})) (-log p_theta(x_l | z)),
 
 with the importance weight w(t)/p(t) = 1 for t ~ U[0, 1]. A schedule is a shared
 :class:`theory.schedules.Schedule` (alpha_{t,l} = alpha(t)) or a :class:`theory.schedules.PerPosition`
@@ -48,12 +48,13 @@ uses a *fixed* sample (fixed key: the same states at every evaluation) of n forw
 eps_learning as a ratio estimator with a delta-method standard error, and the ELBO with its standard
 error; it needs a reference Denoiser (a language's exact conditionals, ``lang.denoiser()``) for eps_learning.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -97,7 +98,10 @@ def bernoulli_mask(schedule=None) -> Callable:
 
 
 def loss_weight(schedule, t, length: int | None = None):
-    """-alpha'_{t,l} / (1 - alpha_{t,l}), 0 where 1 - alpha = 0: (B,) for a shared schedule (``length`` None), else (B, L)."""
+    """-alpha'_{t,l} / (1 - alpha_{t,l}), 0 where 1 - alpha = 0.
+
+    (B,) for a shared schedule with ``length`` None, else (B, L).
+    """
     if length is None:
         if isinstance(schedule, _schedules.PerPosition):
             raise ValueError("a per-position schedule needs the length: loss_weight(schedule, t, length).")
@@ -161,7 +165,7 @@ def elbo_weights(length: int) -> np.ndarray:
 
 def _batched_marginals(denoiser, states, chunk: int):
     """denoiser.marginals over ``states`` in chunks (every toolkit denoiser jits its own marginals)."""
-    return jnp.concatenate([denoiser.marginals(states[i:i + chunk]) for i in range(0, states.shape[0], chunk)])
+    return jnp.concatenate([denoiser.marginals(states[i : i + chunk]) for i in range(0, states.shape[0], chunk)])
 
 
 @jax.jit
@@ -203,8 +207,7 @@ class ExactEvaluation:
         eps_num, elbo, gap = (float(x) for x in _exact_sums(self.q, p, self.masked, self.w_fwd, self.w_elbo))
         eps = eps_num / self.mean_masked
         L = self.joint.length
-        return {"eps_learning": eps, "elbo": elbo, "elbo_per_token": elbo / L, "entropy": self.entropy,
-                "elbo_gap": gap}
+        return {"eps_learning": eps, "elbo": elbo, "elbo_per_token": elbo / L, "entropy": self.entropy, "elbo_gap": gap}
 
 
 def exact_evaluation(joint: Joint, schedule=None, max_bytes: float | None = None) -> ExactEvaluation:
@@ -217,13 +220,19 @@ def exact_evaluation(joint: Joint, schedule=None, max_bytes: float | None = None
         raise TypeError(f"exact_evaluation needs a theory.joint.Joint, got {type(joint).__name__}.")
     schedule = _schedules.linear() if schedule is None else schedule
     if isinstance(schedule, _schedules.PerPosition):
-        raise ValueError("exact_evaluation's closed-form weights need a shared schedule; per-position schedules "
-                         "make the order law non-uniform (Garg2025): use mc_evaluation.")
+        raise ValueError(
+            "exact_evaluation's closed-form weights need a shared schedule; per-position schedules "
+            "make the order law non-uniform (Garg2025): use mc_evaluation."
+        )
     _schedules.validate(schedule)
     V, L = joint.vocab_size, joint.length
     S = (V + 1) ** L
-    check_size(8 * 4 * S * L * V, f"Exact evaluation over (V+1)**L = {V + 1}**{L} partial states", max_bytes,
-               "Use mc_evaluation (a fixed sample with standard errors)")
+    check_size(
+        8 * 4 * S * L * V,
+        f"Exact evaluation over (V+1)**L = {V + 1}**{L} partial states",
+        max_bytes,
+        "Use mc_evaluation (a fixed sample with standard errors)",
+    )
     ex = joint.denoiser(max_bytes)
     states_np = all_states(V, L)
     states = jnp.asarray(states_np)

@@ -2,6 +2,7 @@
 
 A Joint is a Language (:mod:`theory.language`): ``denoiser()``, ``log_prob``, ``entropy``, ``sample``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .states import all_sequences, encode_sequence
 from .validation import (
     PROB_TOL,
     SCALABLE_HINT,
@@ -19,7 +21,6 @@ from .validation import (
     check_vocab_length,
     human_bytes,
 )
-from .states import all_sequences, encode_sequence
 
 
 @partial(jax.jit, static_argnums=(2, 3, 4))
@@ -69,7 +70,7 @@ class Joint:
         object.__setattr__(self, "length", L)
 
     @classmethod
-    def from_unnormalized(cls, weights, vocab_size: int, length: int, **kw) -> "Joint":
+    def from_unnormalized(cls, weights, vocab_size: int, length: int, **kw) -> Joint:
         """Normalise non-negative weights (V**L,) into a Joint."""
         w = np.asarray(weights, dtype=np.float64)
         if np.any(w < 0) or not np.all(np.isfinite(w)):
@@ -80,7 +81,7 @@ class Joint:
         return cls(w / total, vocab_size, length, **kw)
 
     @classmethod
-    def from_support(cls, sequences, vocab_size: int, length: int, weights=None, **kw) -> "Joint":
+    def from_support(cls, sequences, vocab_size: int, length: int, weights=None, **kw) -> Joint:
         """Uniform (or weighted) distribution over the listed sequences (K, L)."""
         seqs = np.asarray(sequences, dtype=np.int64).reshape(-1, length)
         if seqs.size and (seqs.min() < 0 or seqs.max() >= vocab_size):
@@ -114,7 +115,7 @@ class Joint:
 
         return exact_denoiser(self, max_bytes)
 
-    def joint(self, max_bytes: float | None = None) -> "Joint":
+    def joint(self, max_bytes: float | None = None) -> Joint:
         """The enumerated table: the Joint itself (the :class:`theory.language.Enumerable` member)."""
         return self
 

@@ -21,6 +21,7 @@ Optional members, each its own protocol: ``with_length(L)`` (:class:`Resizable`:
 length, e.g. a Markov chain) and ``joint(max_bytes=None)`` (:class:`Enumerable`: the enumerated
 :class:`theory.joint.Joint`, for exact laws; raises ValueError when V**L does not fit).
 """
+
 from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
@@ -80,7 +81,9 @@ def at_length(lang, length: int | None):
     if length is None or length == lang.length:
         return lang
     if not isinstance(lang, Resizable):
-        raise ValueError(f"{type(lang).__name__} has a fixed length {lang.length}; it cannot be used at length {length}.")
+        raise ValueError(
+            f"{type(lang).__name__} has a fixed length {lang.length}; it cannot be used at length {length}."
+        )
     return lang.with_length(length)
 
 

@@ -7,17 +7,18 @@ mass outside the support of q), plus a variant with a user-given correctness pre
 Exact functions take probability tables (V**L,); Monte-Carlo ones take per-sample values and return an
 :class:`Estimate` (mean, standard error = sample std / sqrt(n), n).
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import pandas as pd
 
-from .validation import check_distribution
 from .joint import Joint
 from .states import all_sequences
+from .validation import check_distribution
 
 
 def _table(p, name) -> np.ndarray:
@@ -57,8 +58,14 @@ def log_ter(p, joint: Joint) -> float:
     return float(-np.sum(_xlogy(p, q)) / joint.length)
 
 
-def sequence_error_rate(p, joint: Joint | None = None, *, correct: Callable | None = None,
-                        vocab_size: int | None = None, length: int | None = None) -> float:
+def sequence_error_rate(
+    p,
+    joint: Joint | None = None,
+    *,
+    correct: Callable | None = None,
+    vocab_size: int | None = None,
+    length: int | None = None,
+) -> float:
     """Exact SER: mass of p outside q's support, or (with ``correct``) mass where the predicate is False.
 
     ``correct(sequences (M, L) int array) -> (M,) bool`` is evaluated on all V**L sequences.

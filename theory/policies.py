@@ -28,6 +28,7 @@ Deterministic policies rank masked positions by a score (lower is revealed first
 by position (stable sort), and reveal the first ``count``. To add a policy, subclass
 :class:`ScorePolicy` and implement ``score``, or implement the two methods directly.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -207,7 +208,9 @@ class RandomOrder(Policy):
         for kk, cc in sorted(set(zip(k.tolist(), np.minimum(counts, k).tolist()))):
             rows = np.nonzero((k == kk) & (np.minimum(counts, k) == cc))[0]
             pos = np.nonzero(masked[rows])[1].reshape(len(rows), kk)  # (b, k) masked positions, sorted
-            combos = np.array(list(itertools.combinations(range(kk), cc)), dtype=np.int64).reshape(comb(kk, cc), cc)  # (r, c)
+            combos = np.array(list(itertools.combinations(range(kk), cc)), dtype=np.int64).reshape(
+                comb(kk, cc), cc
+            )  # (r, c)
             r = combos.shape[0]
             sub = np.zeros((len(rows), r, L), dtype=bool)
             chosen = pos[:, combos]  # (b, r, c)
@@ -277,7 +280,7 @@ class TopK(ScorePolicy):
             raise ValueError(f"TopK k must be a positive int or None, got {self.k}.")
 
     @property
-    def uses_count(self):  # type: ignore[override]
+    def uses_count(self):
         return self.k is None
 
     def score(self, state, marginals):
@@ -291,7 +294,9 @@ class TopK(ScorePolicy):
 def check_policy(policy) -> None:
     for attr in ("select", "reveal_distribution"):
         if not callable(getattr(policy, attr, None)):
-            raise TypeError(f"a policy needs a `{attr}` method; {type(policy).__name__} has none (see theory.policies).")
+            raise TypeError(
+                f"a policy needs a `{attr}` method; {type(policy).__name__} has none (see theory.policies)."
+            )
 
 
 # ---- issue 5: entropy-bounded unmasking (BenHamu2025) ---------------------------------------------
@@ -341,7 +346,9 @@ class EntropyBounded(Policy):
         except (TypeError, ValueError):
             raise TypeError(f"EntropyBounded gamma must be a non-negative float (nats), got {self.gamma!r}.") from None
         if not g >= 0:  # also refuses NaN
-            raise ValueError(f"EntropyBounded gamma must be >= 0 (nats; use float('inf') to reveal all), got {self.gamma!r}.")
+            raise ValueError(
+                f"EntropyBounded gamma must be >= 0 (nats; use float('inf') to reveal all), got {self.gamma!r}."
+            )
         object.__setattr__(self, "gamma", g)
 
     def count(self, state, marginals):
@@ -364,12 +371,14 @@ class EntropyBounded(Policy):
         B, chunk = states.shape[0], 1024
         sel = []
         for a in range(0, B, chunk):  # fixed chunk, padded to a power of two: few jit compilations
-            st, mg = states[a:a + chunk], marginals[a:a + chunk]
+            st, mg = states[a : a + chunk], marginals[a : a + chunk]
             b = st.shape[0]
             pad = max(64, 1 << (b - 1).bit_length()) - b
             st = np.concatenate([st, np.full((pad,) + st.shape[1:], V, st.dtype)])
             mg = np.concatenate([mg, np.full((pad,) + mg.shape[1:], 1.0 / V)])
-            sel.append(np.asarray(_eb_select_batch(self.proxy, jnp.float64(self.gamma), jnp.asarray(st), jnp.asarray(mg)))[:b])
+            sel.append(
+                np.asarray(_eb_select_batch(self.proxy, jnp.float64(self.gamma), jnp.asarray(st), jnp.asarray(mg)))[:b]
+            )
         sel = np.concatenate(sel) if sel else np.zeros(states.shape, bool)
         return np.arange(states.shape[0]), sel & (states == V), np.ones(states.shape[0])
 

@@ -6,6 +6,7 @@ used by the tests as an independent check of :func:`theory.sampling.exact_law` a
 ``benchmarks/exact_engine.py`` as the baseline the vectorised engine is compared with. Only for tiny
 instances (its cost is about (2V+1)**L * V**L per step).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -39,7 +40,7 @@ def reference_law(probs, vocab_size: int, length: int, *, counts=None, reveal_pr
     dist = {tuple([V] * L): 1.0}
     plan = counts if counts is not None else reveal_probs
     for step_value in plan:
-        new = defaultdict(float)
+        new: defaultdict[tuple, float] = defaultdict(float)
         for z, pz in dist.items():
             masked = [i for i in range(L) if z[i] == V]
             cond = reference_conditionals(probs, V, L, z)

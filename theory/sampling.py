@@ -21,23 +21,24 @@ gather from ``marginals``). Same law, cost O(count) instead of O(L) per step for
 NFE (number of function evaluations) counts the steps that reveal at least one token: a step that
 reveals nothing needs no denoiser output (its call can be skipped/cached).
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from scipy.stats import binom
 
-from .validation import SCALABLE_HINT, check_size, check_steps, require_x64
 from .denoiser import ExactDenoiser, check_denoiser
 from .joint import Joint
 from .policies import RandomOrder, check_policy, is_registered
 from .schedules import Schedule, check_counts, fixed_counts, linear, reveal_probs
 from .states import strides
+from .validation import SCALABLE_HINT, check_size, check_steps, require_x64
 
 REVEALS = ("fixed", "bernoulli")
 _CHUNK = 1 << 22  # transitions per vectorised block
@@ -69,8 +70,9 @@ class Plan:
     max_steps: int
 
 
-def make_plan(policy, length: int, steps=None, *, reveal: str = "fixed", schedule: Schedule | None = None,
-              counts=None) -> Plan:
+def make_plan(
+    policy, length: int, steps=None, *, reveal: str = "fixed", schedule: Schedule | None = None, counts=None
+) -> Plan:
     """Resolve (steps, reveal, schedule, counts) into per-step counts or reveal probabilities."""
     if reveal not in REVEALS:
         raise ValueError(f"reveal must be one of {REVEALS}, got {reveal!r}.")
@@ -108,7 +110,7 @@ def batched_marginals(denoiser, states: np.ndarray, chunk: int = 1 << 14) -> np.
     V = denoiser.vocab_size
     out = []
     for i in range(0, len(states), chunk):
-        part = states[i:i + chunk]
+        part = states[i : i + chunk]
         b = _bucket(len(part))
         padded = np.full((b, part.shape[1]), V, dtype=np.int32)
         padded[: len(part)] = part
@@ -128,14 +130,14 @@ def _step_rows(policy, plan: Plan, n: int, states: np.ndarray, marg: np.ndarray)
         return policy.reveal_distribution(states, marg, np.zeros(K, dtype=np.int64))
     # bernoulli: count ~ Binomial(k, p_n), then the policy's reveal sets of that size
     p = float(plan.values[n])
-    par, cnt, w = [], [], []
+    pars, cnts, ws = [], [], []
     for c in range(int(k.max()) + 1 if K else 0):
         pc = binom.pmf(c, k, p)
         rows = np.nonzero(pc > 0)[0]
-        par.append(rows)
-        cnt.append(np.full(len(rows), c))
-        w.append(pc[rows])
-    par, cnt, w = np.concatenate(par), np.concatenate(cnt), np.concatenate(w)
+        pars.append(rows)
+        cnts.append(np.full(len(rows), c))
+        ws.append(pc[rows])
+    par, cnt, w = np.concatenate(pars), np.concatenate(cnts), np.concatenate(ws)
     p2, sub, w2 = policy.reveal_distribution(states[par], marg[par], cnt)
     return par[p2], sub, w[p2] * w2
 
@@ -155,7 +157,7 @@ def reveal_children(parent_idx, positions, vocab_size: int, length: int):
     sp = st[positions]  # (R, s)
     child = np.repeat((parent_idx - V * sp.sum(1))[:, None], combos.shape[0], axis=1)  # revealed set to 0
     for j in range(s):
-        child += sp[:, j:j + 1] * combos[None, :, j]  # (R, V**s)
+        child += sp[:, j : j + 1] * combos[None, :, j]  # (R, V**s)
     return child, combos
 
 
@@ -170,7 +172,7 @@ def _fill(idx, prob, marg, parent, subsets, weights, V, L, values, cyl):
             continue
         per = max(1, _CHUNK // (V**s))
         for a in range(0, len(rows), per):
-            r = rows[a:a + per]
+            r = rows[a : a + per]
             pos = np.nonzero(subsets[r])[1].reshape(len(r), s)  # (R, s)
             par = parent[r]
             child, combos = reveal_children(idx[par], pos, V, L)  # (R, V**s)
@@ -187,9 +189,19 @@ def _fill(idx, prob, marg, parent, subsets, weights, V, L, values, cyl):
             yield child.reshape(-1), cw.reshape(-1)
 
 
-def exact_law(joint_or_denoiser, policy=None, steps=None, *, reveal: str = "fixed", schedule: Schedule | None = None,
-              counts=None, denoiser=None, values: str = "independent", max_bytes: float | None = None,
-              callback: Callable | None = None) -> Law:
+def exact_law(
+    joint_or_denoiser,
+    policy=None,
+    steps=None,
+    *,
+    reveal: str = "fixed",
+    schedule: Schedule | None = None,
+    counts=None,
+    denoiser=None,
+    values: str = "independent",
+    max_bytes: float | None = None,
+    callback: Callable | None = None,
+) -> Law:
     """Exact distribution over V**L of the sequence the sampler generates.
 
     Parameters
@@ -223,10 +235,18 @@ def exact_law(joint_or_denoiser, policy=None, steps=None, *, reveal: str = "fixe
     if values == "joint":
         if joint is None:
             raise ValueError("values='joint' needs the Joint (it draws from q's joint conditionals).")
-        cyl = np.asarray(joint.denoiser(max_bytes).cyl) if not isinstance(denoiser, ExactDenoiser) or denoiser.joint is not joint else np.asarray(denoiser.cyl)
+        cyl = (
+            np.asarray(joint.denoiser(max_bytes).cyl)
+            if not isinstance(denoiser, ExactDenoiser) or denoiser.joint is not joint
+            else np.asarray(denoiser.cyl)
+        )
     S = (V + 1) ** L
-    check_size(8 * S, f"exact_law's state space (V+1)**L = {V + 1}**{L}", max_bytes,
-               SCALABLE_HINT + " (theory.sampling.sample)")
+    check_size(
+        8 * S,
+        f"exact_law's state space (V+1)**L = {V + 1}**{L}",
+        max_bytes,
+        SCALABLE_HINT + " (theory.sampling.sample)",
+    )
     plan = make_plan(policy, L, steps, reveal=reveal, schedule=schedule, counts=counts)
     st = strides(V + 1, L)
     idx = np.array([V * st.sum()], dtype=np.int64)  # all-mask state
@@ -240,7 +260,10 @@ def exact_law(joint_or_denoiser, policy=None, steps=None, *, reveal: str = "fixe
             break
         if n >= plan.max_steps:
             if plan.mode == "adaptive":
-                raise RuntimeError(f"{type(policy).__name__} did not finish in {plan.max_steps} steps: an adaptive policy must reveal >= 1 token per step.")
+                raise RuntimeError(
+                    f"{type(policy).__name__} did not finish in {plan.max_steps} steps: an adaptive policy must "
+                    "reveal >= 1 token per step."
+                )
             raise RuntimeError("plan ended with masked tokens left (counts must sum to L).")  # pragma: no cover
         marg = batched_marginals(denoiser, states)
         parent, subsets, weights = _step_rows(policy, plan, n, states, marg)
@@ -275,12 +298,6 @@ ORDER = 0x7FFFFFFF  # fold_in data for the per-sample order key (step indices ar
 #: Positions per ``marginals_at`` call on the static-order fast path (denoisers that have ``marginals_at``):
 #: each step uses the smallest width that covers its largest count (chunks of the largest beyond).
 CHUNK_WIDTHS = (1, 4, 16, 64)
-
-
-def categorical_f64(key, probs):
-    """Draw one index per row of ``probs`` (..., V) by float64 inverse CDF (no low-precision Gumbel)."""
-    u = jax.random.uniform(key, probs.shape[:-1], dtype=jnp.float64)
-    return inverse_cdf(probs, u)
 
 
 def inverse_cdf(probs, u):
@@ -421,10 +438,14 @@ def _run(sample_keys, step_ids, step_values, num_rows, denoiser, policy, mode):
     return states, nfe
 
 
-_ORDERED = {True: jax.jit(_run_ordered, static_argnames=("denoiser", "mode", "widths")),
-            False: jax.jit(_run_ordered, static_argnames=("denoiser", "policy", "mode", "widths"))}
-_GENERAL = {True: jax.jit(_run, static_argnames=("denoiser", "mode")),
-            False: jax.jit(_run, static_argnames=("denoiser", "policy", "mode"))}
+_ORDERED = {
+    True: jax.jit(_run_ordered, static_argnames=("denoiser", "mode", "widths")),
+    False: jax.jit(_run_ordered, static_argnames=("denoiser", "policy", "mode", "widths")),
+}
+_GENERAL = {
+    True: jax.jit(_run, static_argnames=("denoiser", "mode")),
+    False: jax.jit(_run, static_argnames=("denoiser", "policy", "mode")),
+}
 
 
 def _plan_rows(plan: Plan, length: int):
@@ -463,13 +484,27 @@ def batch_sharding(num_devices: int | None = None):
 
     devs = jax.devices() if num_devices is None else jax.devices()[: int(num_devices)]
     if num_devices is not None and len(devs) < int(num_devices):
-        raise ValueError(f"only {len(devs)} JAX device(s); on CPU set XLA_FLAGS=--xla_force_host_platform_device_count="
-                         f"{num_devices} before importing jax.")
+        raise ValueError(
+            f"only {len(devs)} JAX device(s); on CPU set XLA_FLAGS=--xla_force_host_platform_device_count="
+            f"{num_devices} before importing jax."
+        )
     return NamedSharding(Mesh(np.array(devs), ("batch",)), PartitionSpec("batch"))
 
 
-def sample(key, denoiser, policy=None, steps=None, *, num: int, reveal: str = "fixed", schedule: Schedule | None = None,
-           counts=None, batch_size: int | None = None, sharding=None, width: int | None = None) -> Samples:
+def sample(
+    key,
+    denoiser,
+    policy=None,
+    steps=None,
+    *,
+    num: int,
+    reveal: str = "fixed",
+    schedule: Schedule | None = None,
+    counts=None,
+    batch_size: int | None = None,
+    sharding=None,
+    width: int | None = None,
+) -> Samples:
     """Draw ``num`` sequences with any Denoiser: THE Monte-Carlo sampler (jit + vmap, float64 throughout).
 
     Same process as :func:`exact_law` (see the module docstring). Key schedule: sample i uses
@@ -494,7 +529,9 @@ def sample(key, denoiser, policy=None, steps=None, *, num: int, reveal: str = "f
     plan = make_plan(policy, L, steps, reveal=reveal, schedule=schedule, counts=counts)
     step_ids, values, rows = _plan_rows(plan, L)
     ordered = callable(getattr(policy, "order", None)) and plan.mode in ("fixed", "bernoulli")
-    if width is not None and (isinstance(width, bool) or not isinstance(width, (int, np.integer)) or not 1 <= width <= L):
+    if width is not None and (
+        isinstance(width, bool) or not isinstance(width, (int, np.integer)) or not 1 <= width <= L
+    ):
         raise ValueError(f"width must be an int in 1..L = {L}, got {width!r}.")
     if width is not None:
         widths = (int(width),)
@@ -514,8 +551,9 @@ def sample(key, denoiser, policy=None, steps=None, *, num: int, reveal: str = "f
         if sharding is not None:
             keys = jax.device_put(keys, sharding)
         if ordered:
-            t, f = _ORDERED[traced](keys, step_ids, values, rows, denoiser=denoiser, policy=policy, mode=plan.mode,
-                                    widths=widths)
+            t, f = _ORDERED[traced](
+                keys, step_ids, values, rows, denoiser=denoiser, policy=policy, mode=plan.mode, widths=widths
+            )
         else:
             t, f = _GENERAL[traced](keys, step_ids, values, rows, denoiser=denoiser, policy=policy, mode=plan.mode)
         n = min(bs, num - a)
@@ -523,6 +561,8 @@ def sample(key, denoiser, policy=None, steps=None, *, num: int, reveal: str = "f
         nfes.append(np.asarray(f)[:n])
     tokens = np.concatenate(toks)
     if np.any(tokens == V):
-        raise RuntimeError(f"{type(policy).__name__} left masked tokens after {L} steps: an adaptive policy must "
-                           "reveal at least one token per step.")
+        raise RuntimeError(
+            f"{type(policy).__name__} left masked tokens after {L} steps: an adaptive policy must "
+            "reveal at least one token per step."
+        )
     return Samples(jnp.asarray(tokens), jnp.asarray(np.concatenate(nfes)))

@@ -16,10 +16,11 @@ Two ways to reveal:
   probability that a still-masked token is revealed, (alpha_s - alpha_t) / (1 - alpha_t), defined as
   1 where 1 - alpha_t = 0. The last step reveals every remaining token (probability 1).
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -109,11 +110,19 @@ def linear() -> Schedule:
 
 def cosine() -> Schedule:
     """alpha(t) = 1 - sin(pi t / 2) (MD4's "cosine": 1 - cos(pi/2 (1 - t))). alpha(1/2) = 1 - sqrt(2)/2."""
-    return Schedule(lambda t: 1.0 - jnp.sin(jnp.pi * t / 2), lambda t: -(jnp.pi / 2) * jnp.cos(jnp.pi * t / 2), "cosine", builtin=True)
+    return Schedule(
+        lambda t: 1.0 - jnp.sin(jnp.pi * t / 2),
+        lambda t: -(jnp.pi / 2) * jnp.cos(jnp.pi * t / 2),
+        "cosine",
+        builtin=True,
+    )
 
 
 def cosine_squared() -> Schedule:
-    """alpha(t) = cos^2(pi t / 2): the Fisher-Rao / energy-optimal schedule for a linear weight (Chen2025, Zhang & Syed 2025). alpha(1/2) = 1/2."""
+    """alpha(t) = cos^2(pi t / 2), alpha(1/2) = 1/2.
+
+    The Fisher-Rao / energy-optimal schedule for a linear weight (Chen2025, Zhang & Syed 2025).
+    """
     return Schedule(
         lambda t: jnp.cos(jnp.pi * t / 2) ** 2,
         lambda t: -(jnp.pi / 2) * jnp.sin(jnp.pi * t),
@@ -160,13 +169,17 @@ def _check_ab(a, b):
 
 
 def _beta_pdf(t, a, b):
-    return jnp.exp((a - 1) * jnp.log(t) + (b - 1) * jnp.log1p(-t) - (jsp.gammaln(a) + jsp.gammaln(b) - jsp.gammaln(a + b)))
+    return jnp.exp(
+        (a - 1) * jnp.log(t) + (b - 1) * jnp.log1p(-t) - (jsp.gammaln(a) + jsp.gammaln(b) - jsp.gammaln(a + b))
+    )
 
 
 def beta_cdf(a: float, b: float) -> Schedule:
     """alpha(t) = 1 - I_t(a, b): the masked fraction follows the Beta(a, b) CDF. Beta(1, 1) is linear."""
     a, b = _check_ab(a, b)
-    return Schedule(lambda t: 1.0 - jsp.betainc(a, b, t), lambda t: -_beta_pdf(t, a, b), "beta_cdf", {"a": a, "b": b}, builtin=True)
+    return Schedule(
+        lambda t: 1.0 - jsp.betainc(a, b, t), lambda t: -_beta_pdf(t, a, b), "beta_cdf", {"a": a, "b": b}, builtin=True
+    )
 
 
 def sin2_beta(a: float, b: float) -> Schedule:
@@ -256,5 +269,7 @@ def check_counts(counts, length: int) -> np.ndarray:
     if c.ndim != 1 or c.size < 1 or c.dtype.kind not in "iu":
         raise ValueError(f"counts must be a 1-D sequence of ints (one per step), got {counts!r}.")
     if np.any(c < 0) or int(c.sum()) != length:
-        raise ValueError(f"counts must be >= 0 and sum to the length L = {length}; got {c.tolist()} (sum {int(c.sum())}).")
+        raise ValueError(
+            f"counts must be >= 0 and sum to the length L = {length}; got {c.tolist()} (sum {int(c.sum())})."
+        )
     return c.astype(np.int64)

@@ -5,10 +5,11 @@ A partial state of length L over a vocabulary of size V is an integer vector ``z
 with position 0 most significant, both for clean sequences in ``V**L`` and for partial states in
 ``(V+1)**L``.
 """
+
 from __future__ import annotations
 
-import numpy as np
 import jax.numpy as jnp
+import numpy as np
 
 from .validation import check_vocab_length
 

@@ -3,6 +3,7 @@
 The library never switches JAX to 64-bit on import (that would change the numerics of every other
 JAX program in the process). Exact functions call :func:`require_x64` and refuse to run in float32.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,7 +26,7 @@ X64_HELP = (
 
 def require_x64(where: str = "this function") -> None:
     """Raise ``TypeError`` unless JAX's 64-bit mode is on."""
-    if not jax.config.jax_enable_x64:
+    if not jax.config.read("jax_enable_x64"):
         raise TypeError(f"{where} needs float64. {X64_HELP}")
 
 
