@@ -1,4 +1,16 @@
-"""Shared plumbing for experiment scripts: CLI, float64, output files, settings JSON."""
+"""Plumbing shared by every experiment script: CLI, float64, keys, progress bars, output files, styles.
+
+A script is a thin ``main(argv)`` over library functions:
+
+    args = parser(__doc__).parse_args(argv)      # --quick, --seed, --out (+ the script's own flags)
+    setup()                                       # float64 on, matplotlib Agg
+    for x in progress(grid, "name"): ...          # tqdm, silenced by MDM_NO_PROGRESS=1 (tests)
+    write_outputs(args.out, "name", frame, fig, settings)   # name.csv, name.png, name.json
+
+Same seed, same CSV, byte for byte: every random point draws its key with :func:`point_key`.
+Colours, markers and line styles come from :func:`style` so that a method looks the same in every
+figure of the project.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +18,57 @@ import argparse
 import json
 import os
 import platform
-import time
+import sys
 from pathlib import Path
 
-FIGURES = Path(__file__).resolve().parent.parent / "figures"
+ROOT = Path(__file__).resolve().parent.parent
+FIGURES = ROOT / "figures"
+if str(ROOT) not in sys.path:  # scripts run as `python experiments/x.py` from a checkout
+    sys.path.insert(0, str(ROOT))
+
+#: Float format of every CSV the scripts write (12 significant digits: stable across runs and machines).
+CSV_FLOAT = "%.12g"
+
+# One look per method across all figures (Okabe–Ito colour-blind-safe palette).
+_PALETTE = {
+    "exact": "#000000",
+    "closed form": "#000000",
+    "exact (block product)": "#555555",
+    "mc": "#0072B2",
+    "mc (learned)": "#D55E00",
+    "EB": "#009E73",
+    "TopK": "#CC79A7",
+    "linear": "#0072B2",
+    "cosine": "#E69F00",
+    "cosine_squared": "#009E73",
+    "bernoulli": "#0072B2",
+    "fixed": "#D55E00",
+    "autoregressive": "#000000",
+}
+_MARKERS = {"exact": "", "closed form": "", "exact (block product)": "", "mc": "o", "mc (learned)": "x", "EB": "o",
+            "TopK": "s"}  # fmt: skip
+_LINES = {"exact": "--", "closed form": "-", "exact (block product)": "-", "mc": "none", "mc (learned)": "none",
+          "EB": "-", "TopK": "--", "fixed": ":", "bernoulli": "-"}  # fmt: skip
+_SERIES = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"]
+
+
+def style(method: str) -> dict:
+    """matplotlib keyword arguments (color, marker, linestyle) for a method name, the same in every figure."""
+    return {
+        "color": _PALETTE.get(method, "#444444"),
+        "marker": _MARKERS.get(method, "o"),
+        "linestyle": _LINES.get(method, "-"),
+    }
+
+
+def series_color(i: int) -> str:
+    """The i-th colour of the project's palette, for series that are not methods (lengths, tasks)."""
+    return _SERIES[i % len(_SERIES)]
 
 
 def parser(description: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description)
+    """The common CLI: --quick (seconds, what the tests run), --seed, --out (default figures/)."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="a seconds-long version (used by the tests)")
     p.add_argument("--seed", type=int, default=0, help="PRNG seed (same seed, same CSV)")
     p.add_argument("--out", type=Path, default=FIGURES, help="output folder for CSV / PNG / JSON")
@@ -30,26 +85,78 @@ def setup() -> None:
     matplotlib.use("Agg")
 
 
-def write_outputs(out: Path, name: str, frame, fig, settings: dict) -> dict:
-    """Write ``name``.csv (tidy, pandas), ``name``.png and ``name``.json (all settings + versions)."""
+def point_key(seed: int, *labels: int):
+    """The PRNG key of one measured point: the integer labels folded into PRNGKey(seed)."""
     import jax
-    import numpy as np
+
+    k = jax.random.PRNGKey(seed)
+    for lab in labels:
+        k = jax.random.fold_in(k, int(lab))
+    return k
+
+
+def quiet_progress() -> bool:
+    """tqdm bars are disabled when MDM_NO_PROGRESS is set (tests)."""
+    return bool(os.environ.get("MDM_NO_PROGRESS"))
+
+
+def progress(iterable, desc: str, **kw):
+    """A tqdm progress bar on stderr (disabled by MDM_NO_PROGRESS=1)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, disable=quiet_progress(), file=sys.stderr, **kw)
+
+
+def write_csv(out, name: str, frame) -> Path:
+    """Write ``name``.csv (tidy, one row per measured point) under ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}.csv"
+    frame.to_csv(path, index=False, float_format=CSV_FLOAT)
+    return path
+
+
+def write_png(out, name: str, fig) -> Path:
+    """Save ``fig`` as ``name``.png (150 dpi) under ``out`` and close it."""
+    import matplotlib.pyplot as plt
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"csv": out / f"{name}.csv", "png": out / f"{name}.png", "json": out / f"{name}.json"}
-    frame.to_csv(paths["csv"], index=False, float_format="%.12g")
-    fig.savefig(paths["png"], dpi=150, bbox_inches="tight")
+    path = out / f"{name}.png"
+    fig.savefig(path, dpi=150, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def write_json(out, name: str, settings: dict) -> Path:
+    """Write ``name``.json: every setting of the run plus dtype and package versions."""
+    import jax
+    import numpy as np
+    import pandas as pd
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     meta = {
         **settings,
         "dtype": "float64",
         "jax_version": jax.__version__,
         "numpy_version": np.__version__,
+        "pandas_version": pd.__version__,
         "python": platform.python_version(),
         "package_version": _version(),
     }
-    paths["json"].write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
-    return paths
+    path = out / f"{name}.json"
+    path.write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
+    return path
+
+
+def write_outputs(out, name: str, frame, fig, settings: dict) -> dict:
+    """Write ``name``.csv, ``name``.png and ``name``.json; returns their paths."""
+    return {
+        "csv": write_csv(out, name, frame),
+        "png": write_png(out, name, fig),
+        "json": write_json(out, name, settings),
+    }
 
 
 def _version() -> str:
@@ -59,17 +166,3 @@ def _version() -> str:
         return theory.__version__
     except Exception:  # pragma: no cover
         return "unknown"
-
-
-class Timer:
-    def __enter__(self):
-        self.t0 = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc):
-        self.seconds = time.perf_counter() - self.t0
-
-
-def quiet_progress() -> bool:
-    """tqdm bars are disabled when MDM_NO_PROGRESS is set (tests) or output is not a terminal."""
-    return bool(os.environ.get("MDM_NO_PROGRESS"))
