@@ -19,12 +19,16 @@ Its exact denoiser at any L is the block's exact denoiser applied block by block
 Exact laws at any L (:func:`block_bernoulli_metrics`): with Bernoulli reveal and a value-blind policy
 that reveals each masked token independently (RandomOrder with ``reveal="bernoulli"`` — a Binomial
 count then a uniform subset is the same as independent coin flips), the tokens' reveal steps are
-independent across positions, the exact denoiser of a product language factorises over blocks, and
-values are drawn independently per position. Hence the generated law is the product of the block
-laws: p_N = (p_N^block)^{⊗ m}, where p_N^block is the exact law of the same sampler run on one block.
-So log TER(p_N) = log TER_block(p_N^block) (per token: exactly flat in L) and
-SER(p_N) = 1 - (1 - SER_block)^m. With fixed counts the blocks are *not* independent (the counts
-couple them); use enumeration, Monte Carlo, or the closed form of :func:`theory.bounds.copy_pairs_ser_fixed`.
+independent across positions, the exact denoiser of a product language factorises over blocks as long
+as the visible tokens are possible, and values are drawn independently per position. Hence on q's
+support the generated law is the product of the block laws: p_N(x) = prod_j p_N^block(x_j), where
+p_N^block is the exact law of the same sampler run on one block. (A path that reveals an impossible
+block — two tokens revealed together that disagree — ends off the support whatever happens next; there
+the toolkit's convention, 1/V at every masked position of an impossible state, spreads the mass
+differently from the product, which changes neither SER nor log TER = +inf.) So
+log TER(p_N) = log TER_block(p_N^block) (per token: exactly flat in L) and SER(p_N) = 1 - (1 - SER_block)^m.
+With fixed counts the blocks are *not* independent (the counts couple them); use enumeration, Monte Carlo,
+or the closed form of :func:`theory.bounds.copy_pairs_ser_fixed`.
 """
 
 from __future__ import annotations
@@ -50,7 +54,9 @@ class BlockDenoiser:
     """Exact denoiser of a :class:`BlockLanguage`: the block's exact conditionals, block by block.
 
     ``marginals(states (B, L)) -> (B, L, V)``; JAX-traceable (a reshape around the block's cylinder-sum
-    lookup), hashable by identity so it can be a static argument of ``jit``.
+    lookup), hashable by identity so it can be a static argument of ``jit``. A state whose visible tokens
+    are impossible in any block (q(visible part) = 0) gets 1/V at every masked position — the toolkit's
+    one convention (:mod:`theory.denoiser`), the same answer as the enumerated Joint's exact denoiser.
     """
 
     block: ExactDenoiser
@@ -62,8 +68,11 @@ class BlockDenoiser:
         states = jnp.asarray(states)
         B = states.shape[0]
         b = self.block.length
-        out = self.block.marginals(states.reshape(B * self.num_blocks, b))  # (B*m, b, V)
-        return out.reshape(B, self.length, self.vocab_size)
+        blocks = states.reshape(B * self.num_blocks, b)
+        out = self.block.marginals(blocks).reshape(B, self.length, self.vocab_size)  # (B, L, V)
+        possible = jnp.all((self.block.state_prob(blocks) > 0).reshape(B, self.num_blocks), axis=1)  # (B,)
+        masked = states == self.vocab_size
+        return jnp.where(~possible[:, None, None] & masked[..., None], 1.0 / self.vocab_size, out)
 
 
 @dataclass(frozen=True, eq=False)

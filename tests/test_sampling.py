@@ -1,5 +1,11 @@
 """The exact law of the sampler and the Monte-Carlo sampler."""
 
+import os
+import subprocess
+import sys
+from functools import cache
+from pathlib import Path
+
 import jax
 import numpy as np
 import pytest
@@ -125,31 +131,95 @@ def test_fixed_nfe_counts_nonempty_steps():
     assert law.expected_nfe == pytest.approx(2.0)
 
 
-def test_monte_carlo_matches_exact_law_chisquare():
-    """Chi-square goodness of fit over all V**L outcomes, fixed seed, level alpha = 1e-3."""
-    q = Joint.from_unnormalized(np.arange(1, 17, dtype=np.float64) ** 1.5, 2, 4)
-    den = q.denoiser()
-    num = 40000
-    for reveal, pol in (
-        ("fixed", policies.RandomOrder()),
-        ("bernoulli", policies.RandomOrder()),
-        ("fixed", policies.TopK("margin")),
-    ):
-        law = np.asarray(exact_law(q, pol, 2, reveal=reveal, schedule=schedules.cosine()).probs)
-        s = sample(jax.random.PRNGKey(7), den, pol, 2, num=num, reveal=reveal, schedule=schedules.cosine())
-        counts = np.bincount(np.asarray(s.tokens) @ np.array([8, 4, 2, 1]), minlength=16)
-        keep = law > 0
-        assert counts[~keep].sum() == 0
-        assert chisquare(counts[keep], num * law[keep] / law[keep].sum()).pvalue > 1e-3, (reveal, pol)
+# ---- THE Monte-Carlo sampler: every policy, both reveal modes, any batching ---------------------------------
+# One representative of every policy class (policies are pytrees: each class/static config compiles once).
+POLICIES = {
+    "random": policies.RandomOrder(),  # static-order fast path
+    "l2r": policies.LeftToRight(),  # static-order fast path
+    "fixed_order": policies.FixedOrder((2, 0, 3, 1)),  # static-order fast path
+    "topk": policies.TopK("confidence"),  # schedule counts, general path
+    "topk_k2": policies.TopK("margin", k=2),  # adaptive (ignores the schedule)
+    "eb": policies.EntropyBounded(0.3),  # adaptive, traced gamma
+}
+MC_Q = Joint.from_unnormalized(np.arange(1, 17, dtype=np.float64) ** 1.5, 2, 4)
+MC_NUM = 16384  # a multiple of 1024: no padded rows
+MC_KEY = jax.random.PRNGKey(7)
 
 
-def test_sample_is_independent_of_batch_size():
-    q = Joint.from_unnormalized(np.arange(1, 9, dtype=np.float64), 2, 3)
-    den = q.denoiser()
-    a = sample(jax.random.PRNGKey(3), den, None, 2, num=10)
-    b = sample(jax.random.PRNGKey(3), den, None, 2, num=10, batch_size=3)
-    assert np.array_equal(np.asarray(a.tokens), np.asarray(b.tokens))
-    assert np.array_equal(np.asarray(a.nfe), np.asarray(b.nfe))
+@cache
+def _mc_run(name, reveal):
+    s = sample(MC_KEY, MC_Q.denoiser(), POLICIES[name], 2, num=MC_NUM, reveal=reveal, schedule=schedules.cosine())
+    return np.asarray(s.tokens), np.asarray(s.nfe)
+
+
+@pytest.mark.parametrize("reveal", ["fixed", "bernoulli"])
+@pytest.mark.parametrize("name", list(POLICIES))
+def test_sample_matches_exact_law_chisquare(name, reveal):
+    """Chi-square goodness of fit of 16384 Monte-Carlo draws against exact_law over all V**L = 16 outcomes
+    (fixed key, level alpha = 1e-3), and the mean NFE within 4 standard errors of the exact expected NFE."""
+    pol = POLICIES[name]
+    law = exact_law(MC_Q, pol, 2, reveal=reveal, schedule=schedules.cosine())
+    p = np.asarray(law.probs)
+    tokens, nfe = _mc_run(name, reveal)
+    counts = np.bincount(tokens @ np.array([8, 4, 2, 1]), minlength=16)
+    keep = p > 0
+    assert counts[~keep].sum() == 0
+    assert chisquare(counts[keep], MC_NUM * p[keep] / p[keep].sum()).pvalue > 1e-3, (name, reveal)
+    se = nfe.std(ddof=1) / np.sqrt(MC_NUM)
+    assert abs(nfe.mean() - law.expected_nfe) <= 4 * se + 1e-12, (nfe.mean(), law.expected_nfe, se)
+
+
+@pytest.mark.parametrize("name", list(POLICIES))
+def test_sample_is_independent_of_batch_size(name):
+    """Sample i depends only on fold_in(key, i): the first 13 draws are the same with batch sizes 1, 7 and
+    the full batch of 16384 (tokens and NFE)."""
+    full_t, full_n = _mc_run(name, "bernoulli")
+    for bs in (1, 7):
+        s = sample(MC_KEY, MC_Q.denoiser(), POLICIES[name], 2, num=13, reveal="bernoulli",
+                   schedule=schedules.cosine(), batch_size=bs)  # fmt: skip
+        assert np.array_equal(np.asarray(s.tokens), full_t[:13]), (name, bs)
+        assert np.array_equal(np.asarray(s.nfe), full_n[:13]), (name, bs)
+
+
+_SHARDED = """
+import sys, numpy as np, jax
+jax.config.update("jax_enable_x64", True)
+sys.path.insert(0, sys.argv[1])
+import test_sampling as T
+from theory.sampling import batch_sharding, sample
+from theory import schedules
+assert jax.device_count() == 2, jax.devices()
+want = np.load(sys.argv[2])
+for name, pol in T.POLICIES.items():
+    s = sample(T.MC_KEY, T.MC_Q.denoiser(), pol, 2, num=13, reveal="bernoulli", schedule=schedules.cosine(),
+               sharding=batch_sharding(2))
+    assert np.array_equal(np.asarray(s.tokens), want[name]), name
+print("sharded ok")
+"""
+
+
+def test_sample_is_independent_of_sharding(tmp_path):
+    """Two host devices (XLA_FLAGS=--xla_force_host_platform_device_count=2, set before JAX starts, hence a
+    subprocess): a batch sharded over both gives the same tokens as the unsharded run, for every policy."""
+    want = {name: _mc_run(name, "bernoulli")[0][:13] for name in POLICIES}
+    np.savez(tmp_path / "want.npz", **want)
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+    tests_dir = str(Path(__file__).resolve().parent)
+    r = subprocess.run([sys.executable, "-c", _SHARDED, tests_dir, str(tmp_path / "want.npz")], env=env,
+                       capture_output=True, text=True, cwd=str(Path(tests_dir).parent))  # fmt: skip
+    assert r.returncode == 0 and "sharded ok" in r.stdout, r.stderr[-3000:]
+
+
+def test_one_compilation_serves_every_N():
+    """The static-order fast path traces the plan: N = 2 and N = 4 (fixed counts) share one compiled loop."""
+    from theory.sampling import _ORDERED
+
+    d = MC_Q.denoiser()
+    sample(jax.random.PRNGKey(0), d, policies.RandomOrder(), 2, num=8)
+    before = _ORDERED[True]._cache_size()
+    for N in (1, 3, 4):
+        sample(jax.random.PRNGKey(0), d, policies.RandomOrder(), N, num=8)
+    assert _ORDERED[True]._cache_size() == before
 
 
 def test_sampling_bad_input():

@@ -99,8 +99,13 @@ def make_plan(
 
 
 # ================================ exact law ==========================================================
+def _batch_bucket(n: int) -> int:
+    """Monte-Carlo batch shapes: a power of two (>= 8) up to 1024, then a multiple of 1024 (waste < 1024 rows)."""
+    return _bucket(n) if n <= 1024 else -(-n // 1024) * 1024
+
+
 def _bucket(n: int) -> int:
-    """Pad batch sizes to powers of two (>= 8) so jitted calls compile for few shapes."""
+    """Pad batch sizes to powers of two (>= 8) so jitted calls compile for few shapes (extra rows are dropped)."""
     return max(8, 1 << (int(n) - 1).bit_length())
 
 
@@ -334,14 +339,26 @@ def marginals_at(denoiser, states, positions):
     return jnp.take_along_axis(denoiser.marginals(states), positions[..., None], axis=1)
 
 
+MODES = {"fixed": 0, "bernoulli": 1, "adaptive": 2}  # traced mode codes: one compilation serves all three
+
+
 def _count(mode, value, left, count_key):
-    """Tokens to reveal this step for one sample: fixed k_n, Binomial(left, p_n), or 0 (adaptive)."""
-    if mode == "fixed":
+    """Tokens to reveal this step for one sample: fixed k_n, Binomial(left, p_n), or 0 (adaptive).
+
+    ``mode`` is a traced code (:data:`MODES`) shared by the batch, so only the chosen branch runs.
+    """
+
+    def fixed(_):
         return jnp.minimum(value.astype(jnp.int32), left)
-    if mode == "bernoulli":
+
+    def bernoulli(_):
         b = jax.random.binomial(count_key, left.astype(jnp.float64), value, dtype=jnp.float64)
         return jnp.where(value >= 1.0, left, jnp.clip(b, 0, left).astype(jnp.int32))
-    return jnp.zeros_like(left)
+
+    def adaptive(_):
+        return jnp.zeros_like(left)
+
+    return jax.lax.switch(mode, [fixed, bernoulli, adaptive], None)
 
 
 def _run_ordered(sample_keys, step_ids, step_values, num_rows, denoiser, policy, mode, widths):
@@ -439,12 +456,12 @@ def _run(sample_keys, step_ids, step_values, num_rows, denoiser, policy, mode):
 
 
 _ORDERED = {
-    True: jax.jit(_run_ordered, static_argnames=("denoiser", "mode", "widths")),
-    False: jax.jit(_run_ordered, static_argnames=("denoiser", "policy", "mode", "widths")),
+    True: jax.jit(_run_ordered, static_argnames=("denoiser", "widths")),
+    False: jax.jit(_run_ordered, static_argnames=("denoiser", "policy", "widths")),
 }
 _GENERAL = {
-    True: jax.jit(_run, static_argnames=("denoiser", "mode")),
-    False: jax.jit(_run, static_argnames=("denoiser", "policy", "mode")),
+    True: jax.jit(_run, static_argnames=("denoiser",)),
+    False: jax.jit(_run, static_argnames=("denoiser", "policy")),
 }
 
 
@@ -539,11 +556,14 @@ def sample(
         widths = tuple(sorted({min(L, w) for w in CHUNK_WIDTHS}))
     else:
         widths = (L,)  # one full marginals call per step
-    bs = int(num if batch_size is None else batch_size)
-    if bs < 1:
+    if batch_size is not None and (
+        isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1
+    ):
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
+    bs = _batch_bucket(int(num if batch_size is None else batch_size))  # padded: few compiled shapes
     ndev = 1 if sharding is None else len(sharding.device_set)
     bs = -(-bs // ndev) * ndev  # a multiple of the device count; extra samples are drawn and dropped
+    mode = jnp.int32(MODES[plan.mode])
     traced = is_registered(policy)  # registered policies are traced pytrees; others must be hashable (static)
     toks, nfes = [], []
     for a in range(0, num, bs):
@@ -552,10 +572,10 @@ def sample(
             keys = jax.device_put(keys, sharding)
         if ordered:
             t, f = _ORDERED[traced](
-                keys, step_ids, values, rows, denoiser=denoiser, policy=policy, mode=plan.mode, widths=widths
+                keys, step_ids, values, rows, denoiser=denoiser, policy=policy, mode=mode, widths=widths
             )
         else:
-            t, f = _GENERAL[traced](keys, step_ids, values, rows, denoiser=denoiser, policy=policy, mode=plan.mode)
+            t, f = _GENERAL[traced](keys, step_ids, values, rows, denoiser=denoiser, policy=policy, mode=mode)
         n = min(bs, num - a)
         toks.append(np.asarray(t)[:n])
         nfes.append(np.asarray(f)[:n])
