@@ -81,3 +81,28 @@ def test_policy_bad_input():
         policies.TopK("perplexity")
     with pytest.raises(ValueError, match="positive int"):
         policies.TopK("entropy", k=0)
+
+
+def test_policies_and_schedules_hash_by_value_and_share_compilations():
+    """Equal policies/schedules are equal and hash alike; EntropyBounded's gamma is a traced leaf, so the
+    Monte-Carlo sampler compiles once for every gamma."""
+    import jax
+
+    from theory import schedules
+    from theory.joint import Joint
+    from theory.sampling import _GENERAL, sample
+
+    assert policies.EntropyBounded(0.5) == policies.EntropyBounded(0.5)
+    assert hash(policies.TopK("margin", k=2)) == hash(policies.TopK("margin", k=2))
+    assert policies.EntropyBounded(0.5) != policies.EntropyBounded(0.25)
+    assert schedules.linear() == schedules.linear() and hash(schedules.cosine()) == hash(schedules.cosine())
+    assert schedules.polynomial(2.0) != schedules.polynomial(3.0)
+    f = lambda t: 1.0 - t  # noqa: E731
+    assert schedules.from_function(f) == schedules.from_function(f)
+    assert schedules.from_function(f) != schedules.from_function(lambda t: 1.0 - t)
+    q = Joint.from_unnormalized(np.arange(1, 9, dtype=np.float64), 2, 3)
+    sample(jax.random.PRNGKey(0), q.denoiser(), policies.EntropyBounded(0.1), num=8)
+    before = _GENERAL[True]._cache_size()
+    for g in (0.0, 0.7, float("inf")):
+        sample(jax.random.PRNGKey(0), q.denoiser(), policies.EntropyBounded(g), num=8)
+    assert _GENERAL[True]._cache_size() == before

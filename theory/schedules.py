@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import jax
 import jax.numpy as jnp
@@ -91,16 +92,23 @@ def validate(schedule: Schedule, tol: float = 1e-10) -> Schedule:
     return schedule
 
 
+@lru_cache(maxsize=256)
+def _derivative(alpha: Callable) -> Callable:
+    """alpha'(t) by ``jax.grad`` (vectorised); one function per alpha, so equal schedules stay equal."""
+    g = jax.grad(lambda s: jnp.asarray(alpha(s)).sum())
+
+    def dalpha(t):
+        return jnp.vectorize(g)(jnp.asarray(t))
+
+    return dalpha
+
+
 def from_function(alpha: Callable, dalpha: Callable | None = None, name: str = "custom", **params) -> Schedule:
-    """A user schedule from a jax.numpy function alpha(t); dalpha defaults to ``jax.grad`` (vmapped). Validated."""
-    if dalpha is None:
-        g = jax.grad(lambda s: jnp.asarray(alpha(s)).sum())
+    """A user schedule from a jax.numpy function alpha(t); dalpha defaults to ``jax.grad`` (vmapped). Validated.
 
-        def dalpha(t):
-            t = jnp.asarray(t)
-            return jnp.vectorize(g)(t)
-
-    return validate(Schedule(alpha, dalpha, name, dict(params)))
+    Two schedules from the same functions compare equal (and share jit caches).
+    """
+    return validate(Schedule(alpha, _derivative(alpha) if dalpha is None else dalpha, name, dict(params)))
 
 
 def linear() -> Schedule:
