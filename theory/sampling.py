@@ -301,7 +301,7 @@ def exact_law(
 VALUES, COUNT, SELECT = 0, 1, 2
 ORDER = 0x7FFFFFFF  # fold_in data for the per-sample order key (step indices are < this)
 #: Positions per ``marginals_at`` call on the static-order fast path (denoisers that have ``marginals_at``):
-#: each step uses the smallest width that covers its largest count (chunks of the largest beyond).
+#: each step uses the smallest of these widths (and L) that covers its largest count.
 CHUNK_WIDTHS = (1, 4, 16, 64)
 
 
@@ -365,9 +365,9 @@ def _run_ordered(sample_keys, step_ids, step_values, num_rows, denoiser, policy,
     """Static-order fast path: at plan row j reveal order[r : r + count] (r = tokens revealed so far).
 
     The step count, the plan and the counts are traced (one compilation serves every N). The
-    conditionals of a step are asked for W positions at a time, W the smallest of the static ``widths``
-    that covers the step's largest count (chunks of the largest otherwise), chosen per step with
-    ``lax.switch``; all are taken at the step's start state, so chunking does not change the law.
+    conditionals of a step are asked for W positions in one call, W the smallest of the static ``widths``
+    that covers the step's largest count (the last width is L, which covers any count), chosen per step
+    with ``lax.switch``; values are drawn from the conditionals at the step's start state.
     """
     B = sample_keys.shape[0]
     V, L = denoiser.vocab_size, denoiser.length
@@ -377,30 +377,18 @@ def _run_ordered(sample_keys, step_ids, step_values, num_rows, denoiser, policy,
     perm = jnp.concatenate([perm, jnp.full((B, Wmax), L, jnp.int32)], axis=1)  # (B, L + Wmax), sentinel L
     rows = jnp.arange(B)[:, None]
 
-    def reveal_chunk(W, ci, states, new, r, count, vkeys):
-        """Reveal slots ci*W .. ci*W + W - 1 of the step (conditionals at the step's start state)."""
+    def reveal(W, states, r, count, vkeys):
+        """Reveal order[r : r + count] with W >= count slots (conditionals at the step's start state)."""
         slot = jnp.arange(W, dtype=jnp.int32)[None, :]  # (1, W)
-        pos = jax.vmap(lambda p, a: jax.lax.dynamic_slice_in_dim(p, a, W))(perm, r + ci * W)  # (B, W)
-        valid = (ci * W + slot) < count[:, None]
+        pos = jax.vmap(lambda p, a: jax.lax.dynamic_slice_in_dim(p, a, W))(perm, r)  # (B, W)
+        valid = slot < count[:, None]
         safe = jnp.where(valid, pos, 0)
         marg = marginals_at(denoiser, states, safe)  # (B, W, V)
         u = jax.vmap(position_uniforms)(vkeys, safe)  # (B, W)
         vals = inverse_cdf(marg, u).astype(jnp.int32)
-        return new.at[rows, jnp.where(valid, pos, L)].set(vals, mode="drop")
+        return states.at[rows, jnp.where(valid, pos, L)].set(vals, mode="drop")
 
-    def reveal_one(W, states, r, count, vkeys):  # the step's largest count fits in W slots
-        return reveal_chunk(W, jnp.int32(0), states, states, r, count, vkeys)
-
-    def reveal_loop(W, states, r, count, vkeys):  # chunks of W slots until the largest count is covered
-        chunks = jnp.max((count + W - 1) // W)  # the same for every sample: only the no-op tail differs
-
-        def chunk(cc):
-            ci, new = cc
-            return ci + 1, reveal_chunk(W, ci, states, new, r, count, vkeys)
-
-        return jax.lax.while_loop(lambda cc: cc[0] < chunks, chunk, (jnp.int32(0), states))[1]
-
-    fns = [partial(reveal_one, W) for W in widths[:-1]] + [partial(reveal_loop, widths[-1])]
+    fns = [partial(reveal, W) for W in widths]
 
     def cond(c):
         j, _, _, r = c
@@ -413,7 +401,7 @@ def _run_ordered(sample_keys, step_ids, step_values, num_rows, denoiser, policy,
         ckeys = jax.vmap(lambda k: jax.random.fold_in(k, COUNT))(skeys)
         count = jax.vmap(lambda lft, k: _count(mode, step_values[j], lft, k))(L - r, ckeys)  # (B,)
         need = jnp.max(count)
-        branch = jnp.sum(jnp.asarray(widths[:-1], jnp.int32) < need)  # smallest width >= need, else the largest
+        branch = jnp.sum(jnp.asarray(widths[:-1], jnp.int32) < need)  # the smallest width >= need (the last is L)
         if len(fns) == 1:
             states = fns[0](states, r, count, vkeys)
         else:
@@ -551,9 +539,9 @@ def sample(
     ):
         raise ValueError(f"width must be an int in 1..L = {L}, got {width!r}.")
     if width is not None:
-        widths = (int(width),)
+        widths = tuple(sorted({int(width), L}))
     elif callable(getattr(denoiser, "marginals_at", None)):
-        widths = tuple(sorted({min(L, w) for w in CHUNK_WIDTHS}))
+        widths = tuple(sorted({min(L, w) for w in CHUNK_WIDTHS} | {L}))
     else:
         widths = (L,)  # one full marginals call per step
     if batch_size is not None and (
