@@ -12,12 +12,23 @@ measurements), ``models`` and ``train`` (learned denoisers and their training).
 
 from . import chain_exact, chain_oracle, forward_backward, languages, steps_length, tasks, worst_case
 from .languages import HMM, MarkovChain, NGram, dirichlet, entropy_ngram, random_hmm, random_markov, random_ngram
-from .tasks import SparseJoint, SupportDenoiser, Task, copy_pairs_task, markov_task, sudoku_task
+from .tasks import (
+    SamplerEval,
+    SparseJoint,
+    SupportDenoiser,
+    Task,
+    copy_pairs_task,
+    evaluate_sampler,
+    evaluate_sampler_mc,
+    markov_task,
+    sudoku_task,
+)
 from .worst_case import BlockLanguage, additive_ngram, copy_pairs, noisy_copy_pairs
 
 __all__ = [
     "chain_exact", "chain_oracle", "forward_backward", "languages", "steps_length", "tasks", "worst_case",
     "HMM", "MarkovChain", "NGram", "dirichlet", "entropy_ngram", "random_hmm", "random_markov", "random_ngram",
-    "SparseJoint", "SupportDenoiser", "Task", "copy_pairs_task", "markov_task", "sudoku_task",
+    "SamplerEval", "SparseJoint", "SupportDenoiser", "Task", "copy_pairs_task", "evaluate_sampler",
+    "evaluate_sampler_mc", "markov_task", "sudoku_task",
     "BlockLanguage", "additive_ngram", "copy_pairs", "noisy_copy_pairs",
 ]  # fmt: skip

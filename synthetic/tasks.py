@@ -19,10 +19,18 @@ state space (V+1)**L = 5**L (``theory.sampling.exact_law``): up to about L = 10 
 ~78 MB per table); :meth:`Task.joint` refuses larger instances.
 
 Imperfect models for the tasks are :func:`theory.denoiser.smoothed` and :func:`theory.denoiser.tempered`.
+
+Measuring a sampler on a task (one point of an accuracy-versus-NFE curve, BenHamu2025):
+:func:`evaluate_sampler` (exact law: expected NFE, accuracy, KL and the error decomposition of
+:mod:`theory.dependence`) and :func:`evaluate_sampler_mc` (Monte Carlo: means with standard errors).
+Accuracy is the same in both: the probability that ``task.correct`` accepts the generated sequence,
+i.e. 1 - SER with the task's predicate. The NFE reduction at equal accuracy is
+:func:`theory.metrics.nfe_speedups`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,8 +41,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from theory.dependence import error_decomposition
 from theory.joint import Joint, joint_bytes
-from theory.states import encode_sequence
+from theory.metrics import mean_se
+from theory.sampling import sample
+from theory.states import all_sequences, encode_sequence
 from theory.validation import as_f64, check_size, check_vocab_length, require_x64
 
 from . import languages
@@ -206,6 +217,16 @@ class Task:
         """True when exact laws are affordable: (V+1)**L <= max_states."""
         return (self.vocab_size + 1) ** self.length <= max_states
 
+    def correct_table(self) -> np.ndarray:
+        """``correct`` on every sequence, (V**L,) bool in flat-index order (computed once; small V**L only)."""
+        t = self.__dict__.get("_correct_table")
+        if t is None:
+            V, L = self.vocab_size, self.length
+            check_size(joint_bytes(V, L), f"Tabulating correct() over V**L = {V}**{L}", None, "Use evaluate_sampler_mc")
+            t = np.asarray(self.correct(all_sequences(V, L)), dtype=bool).reshape(V**L)
+            object.__setattr__(self, "_correct_table", t)
+        return t
+
 
 def _joint_task(name: str, q: Joint) -> Task:
     support = np.asarray(q.probs) > 0
@@ -341,11 +362,87 @@ def _completions(sols: np.ndarray, grid: np.ndarray) -> np.ndarray:
     return sols[np.all(sols[:, given] == grid[given], axis=1)]
 
 
+# ================================ measuring a sampler on a task =======================================
+@dataclass(frozen=True)
+class SamplerEval:
+    """One point of an accuracy-versus-NFE curve: a sampler (denoiser x policy) measured on a task.
+
+    ``nfe``: expected number of denoiser calls (steps that reveal a token); ``accuracy``: probability that
+    ``task.correct`` accepts the generated sequence (1 - SER). Exact points (:func:`evaluate_sampler`) have
+    ``n = 0``, zero standard errors and the decomposition of :class:`theory.dependence.ErrorDecomposition`
+    (``kl`` = KL(q || p) of the sampler's law, ``model_error``, ``dependence``, ``bound`` = their sum,
+    ``entropy_bound`` = sum H - max H); Monte-Carlo points (:func:`evaluate_sampler_mc`) have ``n`` samples,
+    standard errors, and NaN for the exact-only fields.
+    """
+
+    nfe: float
+    nfe_se: float
+    accuracy: float
+    accuracy_se: float
+    n: int
+    kl: float = float("nan")
+    model_error: float = float("nan")
+    dependence: float = float("nan")
+    bound: float = float("nan")
+    entropy_bound: float = float("nan")
+
+    def as_dict(self) -> dict:
+        """The fields as a flat dict (one CSV row), in the order above."""
+        return dataclasses.asdict(self)
+
+
+def evaluate_sampler(task: Task, policy, denoiser=None, *, joint: Joint | None = None) -> SamplerEval:
+    """Exact accuracy, expected NFE, KL and error decomposition of ``denoiser`` x ``policy`` on ``task``.
+
+    ``denoiser`` defaults to the task's exact one; the policy sees its marginals. ``joint``: the task's
+    enumerated :class:`Joint` (default ``task.joint()``; pass it to reuse its cached exact denoiser across
+    points). The law and the decomposition come from :func:`theory.dependence.error_decomposition` (for a
+    deterministic policy ``kl == bound``); accuracy = sum of the law over the sequences ``task.correct``
+    accepts (:meth:`Task.correct_table`). Needs (V+1)**L enumerable.
+    """
+    q = task.joint() if joint is None else joint
+    if (q.vocab_size, q.length) != (task.vocab_size, task.length):
+        raise ValueError(
+            f"joint has (V, L) = ({q.vocab_size}, {q.length}), the task ({task.vocab_size}, {task.length})."
+        )
+    dec = error_decomposition(q, policy, denoiser=task.denoiser() if denoiser is None else denoiser)
+    assert dec.law is not None  # error_decomposition always returns the law
+    p = np.asarray(dec.law.probs)
+    return SamplerEval(
+        nfe=float(dec.expected_nfe),
+        nfe_se=0.0,
+        accuracy=float(p[task.correct_table()].sum()),
+        accuracy_se=0.0,
+        n=0,
+        kl=float(dec.kl),
+        model_error=float(dec.model_error),
+        dependence=float(dec.dependence),
+        bound=float(dec.bound),
+        entropy_bound=float(dec.entropy_bound),
+    )
+
+
+def evaluate_sampler_mc(key, task: Task, policy, denoiser=None, *, num: int) -> SamplerEval:
+    """Monte-Carlo accuracy and NFE of ``denoiser`` x ``policy`` on ``task`` from ``num`` samples.
+
+    Draws with :func:`theory.sampling.sample` (``key``; same key, same numbers) and returns the means of
+    the per-sample NFE and of ``task.correct`` with their standard errors (:func:`theory.metrics.mean_se`).
+    Any L (the denoiser is asked only for the visited states).
+    """
+    s = sample(key, task.denoiser() if denoiser is None else denoiser, policy, num=num)
+    nfe = mean_se(np.asarray(s.nfe, dtype=np.float64))
+    acc = mean_se(np.asarray(task.correct(np.asarray(s.tokens)), dtype=np.float64))
+    return SamplerEval(nfe=nfe.mean, nfe_se=nfe.se, accuracy=acc.mean, accuracy_se=acc.se, n=int(num))
+
+
 __all__ = [
+    "SamplerEval",
     "SparseJoint",
     "SupportDenoiser",
     "Task",
     "copy_pairs_task",
+    "evaluate_sampler",
+    "evaluate_sampler_mc",
     "markov_task",
     "sudoku_solutions",
     "sudoku_task",

@@ -139,3 +139,26 @@ def test_smoothed_kl_bound_and_tempered_identity(seed, eps):
     sharp = np.asarray(tempered(ex, 0.5).marginals(S))  # p proportional to q**2
     want = qm**2 / (qm**2).sum(-1, keepdims=True)
     assert_close(sharp, want, atol=1e-15)
+
+
+def test_evaluate_sampler_copy_pairs_by_hand():
+    """Copy pairs, L = 4 (q uniform on {aabb}: 4 sequences), everything at once (EB, gamma = inf): the law is
+    the product of uniform marginals, so by hand NFE = 1, accuracy = P(x0 = x1, x2 = x3) = 1/4,
+    KL(q || p) = log 16 - log 4 = log 4 = the dependence (no model error); one token per step is exact."""
+    task = tasks.copy_pairs_task(4)
+    q = task.joint()
+    np.testing.assert_array_equal(task.correct_table(), np.asarray(q.probs) > 0)
+    assert task.correct_table() is task.correct_table()  # computed once
+    pt = tasks.evaluate_sampler(task, policies.EntropyBounded(float("inf")), joint=q)
+    assert_close(np.array([pt.nfe, pt.accuracy, pt.kl, pt.dependence, pt.model_error]),
+                 np.array([1.0, 0.25, np.log(4), np.log(4), 0.0]), rtol=1e-12, atol=1e-15)  # fmt: skip
+    assert (pt.n, pt.nfe_se, pt.accuracy_se) == (0, 0.0, 0.0)
+    one = tasks.evaluate_sampler(task, policies.TopK("confidence", k=1))
+    assert_close(np.array([one.nfe, one.accuracy]), np.array([4.0, 1.0]), rtol=1e-12)
+    mc = tasks.evaluate_sampler_mc(jax.random.PRNGKey(3), task, policies.EntropyBounded(float("inf")), num=2000)
+    assert (mc.nfe, mc.nfe_se, mc.n) == (1.0, 0.0, 2000) and np.isnan(mc.kl)
+    assert abs(mc.accuracy - 0.25) <= 4 * np.sqrt(0.25 * 0.75 / 2000)
+    assert set(pt.as_dict()) == {"nfe", "nfe_se", "accuracy", "accuracy_se", "n", "kl", "model_error",
+                                 "dependence", "bound", "entropy_bound"}  # fmt: skip
+    with pytest.raises(ValueError, match="joint"):
+        tasks.evaluate_sampler(task, policies.EntropyBounded(0.0), joint=tasks.copy_pairs_task(6).joint())

@@ -29,7 +29,7 @@ import pandas as pd
 
 from .joint import Joint
 from .metrics import kl
-from .sampling import batched_marginals, exact_law, reveal_children
+from .sampling import Law, batched_marginals, exact_law, reveal_children
 from .validation import require_x64
 
 
@@ -85,7 +85,7 @@ class ErrorDecomposition:
     dependence: float
     entropy_bound: float
     expected_nfe: float
-    law: object = None  # the sampler's exact Law (theory.sampling.Law)
+    law: Law | None = None  # the sampler's exact Law
 
     @property
     def bound(self) -> float:

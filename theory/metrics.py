@@ -160,3 +160,78 @@ def sample_metrics(tokens, language, correct: Callable | None = None, nfe=None) 
         e = mean_se(np.asarray(nfe, dtype=np.float64))
         row.update(nfe_mean=e.mean, nfe_se=e.se)
     return pd.DataFrame([row])
+
+
+# ---- NFE reduction at equal accuracy (BenHamu2025's headline metric) ---------------------------------------
+def nfe_speedups(
+    frame: pd.DataFrame,
+    tolerances=(0.0,),
+    *,
+    by=("task", "denoiser", "proxy"),
+    baseline=("TopK", 1),
+    num_se: float = 2.0,
+    slack: float = 1e-9,
+) -> pd.DataFrame:
+    """NFE reduction at equal accuracy relative to one token per step (BenHamu2025's "2-3x fewer NFE").
+
+    ``frame`` has one row per measured point with the columns ``by`` (the groups compared separately,
+    e.g. task, denoiser, proxy), ``policy``, ``param``, ``nfe`` (expected number of denoiser calls),
+    ``accuracy`` and optionally ``accuracy_se`` (Monte-Carlo standard error; missing or NaN = 0, exact).
+    In each group the **baseline** b is the one row with ``policy == baseline[0]`` and
+    ``param == baseline[1]`` (default: Top-k with k = 1, one token per step). For a tolerance tau, a row r
+    has **equal accuracy** when
+
+        accuracy_r >= accuracy_b - tau - num_se * sqrt(se_b**2 + se_r**2) - slack,
+
+    i.e. it loses at most tau, plus ``num_se`` (= 2) standard errors of the difference of two independent
+    Monte-Carlo estimates (zero for exact rows), plus a float slack (1e-9) for rounding in exact accuracies.
+    For each policy P of the group, among its rows with equal accuracy, the one with the smallest ``nfe``
+    (first in frame order on ties) gives
+
+        nfe = its nfe,  speedup = nfe_b / nfe   (> 1: fewer calls than the baseline at equal accuracy),
+
+    with its ``param`` and ``accuracy``; NaN when no row of P qualifies. Equivalently, ``nfe`` is where P's
+    Pareto front (best accuracy at NFE <= x) first reaches the baseline's accuracy minus the tolerance.
+
+    Returns one row per (group, tolerance, policy), policies in order of first appearance: the ``by``
+    columns, tolerance, policy, baseline_nfe, baseline_accuracy, nfe, param, accuracy, speedup.
+    Raises ValueError if a group has no baseline row or more than one.
+    """
+    by = list(by)
+    need = set(by) | {"policy", "param", "nfe", "accuracy"}
+    missing = sorted(need - set(frame.columns))
+    if missing:
+        raise ValueError(f"nfe_speedups needs the columns {sorted(need)}; missing {missing}.")
+    df = frame.reset_index(drop=True)
+    se = df["accuracy_se"].fillna(0.0) if "accuracy_se" in df else pd.Series(0.0, index=df.index)
+    rows = []
+    for keys, g in df.groupby(by, sort=False):
+        keys = keys if isinstance(keys, tuple) else (keys,)
+        b = g[(g["policy"] == baseline[0]) & (g["param"] == baseline[1])]
+        if len(b) != 1:
+            raise ValueError(
+                f"group {dict(zip(by, keys))} has {len(b)} baseline rows (policy {baseline[0]!r}, param "
+                f"{baseline[1]!r}); it needs exactly one."
+            )
+        bi = b.index[0]
+        b_nfe, b_acc = float(df.at[bi, "nfe"]), float(df.at[bi, "accuracy"])
+        margin = num_se * np.sqrt(se[bi] ** 2 + se[g.index] ** 2)  # (rows of g,)
+        for tol in tolerances:
+            ok = g[g["accuracy"] >= b_acc - float(tol) - margin - slack]
+            for pol in dict.fromkeys(g["policy"]):
+                o = ok[ok["policy"] == pol]
+                best = o.loc[o["nfe"].idxmin()] if len(o) else None
+                rows.append(
+                    {
+                        **dict(zip(by, keys)),
+                        "tolerance": float(tol),
+                        "policy": pol,
+                        "baseline_nfe": b_nfe,
+                        "baseline_accuracy": b_acc,
+                        "nfe": np.nan if best is None else float(best["nfe"]),
+                        "param": np.nan if best is None else best["param"],
+                        "accuracy": np.nan if best is None else float(best["accuracy"]),
+                        "speedup": np.nan if best is None else b_nfe / float(best["nfe"]),
+                    }
+                )
+    return pd.DataFrame(rows)
