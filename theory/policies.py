@@ -261,7 +261,7 @@ class FixedOrder(ScorePolicy):
         return jnp.asarray(self.perm, dtype=jnp.int32)
 
 
-@register_policy
+@register_policy(data_fields=("k",))  # an int k is a traced leaf: one compilation serves every k
 @dataclass(frozen=True)
 class TopK(ScorePolicy):
     """Reveal the masked positions the model is surest of, by ``proxy`` (confidence, margin, entropy).
