@@ -219,6 +219,23 @@ def feng2025_steps(order: int, eps: float, constant: float = 1.0) -> int:
     return int(math.ceil(constant * (order - 1) / eps**order))
 
 
+def feng2025_eps(order: int, steps: int, constant: float = 1.0) -> float:
+    """The eps at which Feng2025's recalled step count is ``steps``: eps = (constant (n - 1) / N)^(1/n).
+
+    Inverse of :func:`feng2025_steps` (N = ceil(constant (n - 1) / eps^n)): the smallest eps whose stated
+    step count is N, i.e. the tightest bound :func:`feng2025_ter_bound` that the theorem (as recalled, with
+    the given O-constant) offers at N steps. Nudged up by a few ulps where float rounding would make
+    ``feng2025_steps(order, eps, constant)`` exceed N, so that round trip always returns N.
+    """
+    N = check_steps(steps)
+    if order < 2 or not constant > 0:
+        raise ValueError(f"need order >= 2 and constant > 0; got {order}, {constant}.")
+    eps = (constant * (order - 1) / N) ** (1.0 / order)
+    while feng2025_steps(order, eps, constant) > N:
+        eps = math.nextafter(eps, math.inf)
+    return float(eps)
+
+
 def dependence_kl_bound(joint, policy=None, steps=None, **kw):
     """Feng2025 / BenHamu2025 (papers.md "Bound"): KL(q || p_N) <= Σ_i E_{q_phi}[model error + dependence].
 
