@@ -140,7 +140,7 @@ def copy_pairs_ser_fixed(length: int, counts) -> float:
             g = tp * (Gu[:, None] + Wu[:, None] * (1.0 - 2.0**-c))
             G += np.bincount(dest, weights=g[ok], minlength=m + 1)
         R += ks
-    return float(G[0])
+    return float(min(G[0], 1.0))  # a probability: summed roundoff can overshoot 1 by ~1e-12
 
 
 def copy_pairs_min_steps_linear(length: int, delta: float) -> int:
