@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from synthetic import languages
 from theory import policies, schedules
 from theory.joint import Joint
+from theory.states import all_sequences
 
 seeds = st.integers(0, 2**31 - 1)
 concentrations = st.sampled_from([0.1, 0.3, 1.0, 3.0])
@@ -25,20 +26,139 @@ def vocab_length(draw, max_states: int = 4**5, min_length: int = 1, max_length: 
     return V, L
 
 
+# ---- joints: smooth and adversarial tables, drawn equally often -----------------------------------
+SMOOTH_KINDS = ("dirichlet", "dirichlet_holes", "uniform")
+ADVERSARIAL_KINDS = ("sparse_uniform", "structured", "near_deterministic", "soft_structured")
+FULL_SUPPORT_KINDS = ("dirichlet", "uniform", "near_deterministic", "soft_structured")
+JOINT_KINDS = SMOOTH_KINDS + ADVERSARIAL_KINDS
+near_det_masses = st.sampled_from([1e-6, 1e-4, 1e-3, 1e-2])  # mass left off the dominant sequence
+
+
+def _constraint(rng, X, V, L):
+    """A random hard constraint on sequences X (S, L): copy x_i = x_j, anti-copy x_i != x_j, sum
+    x_k = x_i + x_j mod V (XOR at V = 2), fixed value x_i = v, or parity sum(x) = 0 mod V. (S,) bool."""
+    kinds = ["fixed", "parity"] + (["copy", "anticopy"] if L >= 2 else []) + (["sum"] if L >= 3 else [])
+    kind = kinds[rng.integers(len(kinds))]
+    if kind == "fixed":
+        return X[:, rng.integers(L)] == rng.integers(V)
+    if kind == "parity":
+        return X.sum(1) % V == 0
+    if kind in ("copy", "anticopy"):
+        i, j = rng.choice(L, 2, replace=False)
+        return (X[:, i] == X[:, j]) if kind == "copy" else (X[:, i] != X[:, j])
+    i, j, k = rng.choice(L, 3, replace=False)
+    return X[:, k] == (X[:, i] + X[:, j]) % V
+
+
+def joint_of_kind(
+    kind: str,
+    vocab_size: int,
+    length: int,
+    seed: int,
+    *,
+    concentration: float = 1.0,
+    support: str = "few",
+    near_mass: float = 1e-4,
+    constraints: int = 1,
+) -> Joint:
+    """A Joint over V**L of the named kind, drawn with numpy from ``seed`` (cheap, no JAX compile).
+
+    * ``dirichlet``: q ~ Dirichlet(concentration), floored at 1e-300 so that the support is full;
+    * ``dirichlet_holes``: the same with ~40% of the sequences zeroed (>= 1 kept);
+    * ``uniform``: the uniform table (a product law: every sampler is exact);
+    * ``sparse_uniform``: uniform on a random subset of V**L of size 1, 2, "few" (3..8) or "half";
+    * ``structured``: uniform or Dirichlet(2) weights on the sequences meeting ``constraints`` random
+      hard constraints (copy, anti-copy, sum/XOR, fixed value, parity); constraints that would leave
+      nothing are dropped;
+    * ``soft_structured``: full-support version, q(x) proportional to exp(4 * #constraints met);
+    * ``near_deterministic``: one sequence with mass 1 - near_mass, the rest spread by Dirichlet(1)
+      over all other sequences (full support).
+    """
+    V, L = int(vocab_size), int(length)
+    S = V**L
+    rng = np.random.default_rng(seed)
+    if kind in ("dirichlet", "dirichlet_holes"):
+        p = np.array(languages.dirichlet(jax.random.PRNGKey(seed), V, L, concentration).probs)
+        p = np.maximum(p, 1e-300)
+        if kind == "dirichlet_holes":
+            keep = rng.random(S) < 0.6
+            keep[rng.integers(S)] = True
+            p = p * keep
+    elif kind == "uniform":
+        p = np.ones(S)
+    elif kind == "sparse_uniform":
+        k = {"1": 1, "2": min(2, S), "few": int(rng.integers(3, 9)), "half": max(1, S // 2)}[support]
+        p = np.zeros(S)
+        p[rng.choice(S, min(k, S), replace=False)] = 1.0
+    elif kind in ("structured", "soft_structured"):
+        X = all_sequences(V, L)
+        cons = [_constraint(rng, X, V, L) for _ in range(constraints)]
+        if kind == "soft_structured":
+            p = np.exp(4.0 * np.sum(cons, axis=0))
+        else:
+            ok = np.ones(S, dtype=bool)
+            for c in cons:
+                if (ok & c).any():
+                    ok &= c
+            p = ok * (rng.dirichlet(np.full(S, 2.0)) if rng.random() < 0.5 else 1.0)
+    elif kind == "near_deterministic":
+        top = rng.integers(S)
+        p = rng.dirichlet(np.ones(S))
+        p[top] = 0.0
+        p = p * (near_mass / p.sum())
+        p[top] = 1.0 - near_mass
+    else:
+        raise ValueError(f"unknown joint kind {kind!r}; one of {JOINT_KINDS}.")
+    return Joint(p / p.sum(), V, L)
+
+
 @st.composite
-def joints(draw, max_states: int = 4**5, min_length: int = 1, max_length: int = 6, sparse: bool = True):
-    """A random Joint: Dirichlet table, optionally with some sequences zeroed (support holes)."""
+def joints(draw, max_states: int = 4**5, min_length: int = 1, max_length: int = 6, sparse: bool = True, kinds=None):
+    """A random Joint with (V+1)**L <= max_states: smooth tables (Dirichlet at several concentrations,
+    with or without support holes, uniform) and adversarial ones (sparse uniform supports of size 1, 2,
+    a few or half of V**L; hard copy / anti-copy / XOR / fixed-value / parity constraints;
+    near-deterministic tables) equally often. ``sparse=False`` draws full-support tables only
+    (Dirichlet, uniform, near-deterministic, soft constraints). ``kinds`` restricts the kinds.
+
+    Signature kept from the first version (max_states, min_length, max_length, sparse): every test
+    that draws joints gets the adversarial kinds too."""
     V, L = draw(vocab_length(max_states, min_length, max_length))
+    if kinds is None:
+        if sparse:
+            kinds = draw(st.sampled_from([SMOOTH_KINDS, ADVERSARIAL_KINDS]))
+        else:
+            kinds = FULL_SUPPORT_KINDS
+    kind = draw(st.sampled_from(list(kinds)))
     seed = draw(seeds)
-    q = languages.dirichlet(jax.random.PRNGKey(seed), V, L, draw(concentrations))
-    if sparse and draw(st.booleans()):
-        rng = np.random.default_rng(seed)
-        p = np.array(q.probs)
-        keep = rng.random(p.size) < 0.6
-        keep[rng.integers(p.size)] = True
-        p = p * keep
-        q = Joint(p / p.sum(), V, L)
-    return q
+    kw = {}
+    if kind in ("dirichlet", "dirichlet_holes"):
+        kw["concentration"] = draw(st.sampled_from([0.05, 0.1, 0.3, 1.0, 3.0, 10.0]))
+    elif kind == "sparse_uniform":
+        kw["support"] = draw(st.sampled_from(["1", "2", "few", "half"]))
+    elif kind in ("structured", "soft_structured"):
+        kw["constraints"] = draw(st.integers(1, max(1, L - 1)))
+    elif kind == "near_deterministic":
+        kw["near_mass"] = draw(near_det_masses)
+    return joint_of_kind(kind, V, L, seed, **kw)
+
+
+def sparse_supports(**kw):
+    """Uniform laws on random subsets of V**L (sizes 1, 2, a few, half)."""
+    return joints(kinds=("sparse_uniform",), **kw)
+
+
+def structured_joints(**kw):
+    """Hard constraints (copy, anti-copy, XOR, fixed value, parity): zero-probability partial states."""
+    return joints(kinds=("structured",), **kw)
+
+
+def near_deterministic_joints(**kw):
+    """One sequence with mass 1 - delta (delta in 1e-6 .. 1e-2), full support."""
+    return joints(kinds=("near_deterministic",), **kw)
+
+
+def adversarial_joints(**kw):
+    return joints(kinds=ADVERSARIAL_KINDS, **kw)
 
 
 def schedule_list():
@@ -187,3 +307,27 @@ def entropy_ngrams(draw, max_states: int = 4**5):
     frac = draw(st.sampled_from([0.2, 0.5, 0.8]))
     init = draw(st.sampled_from(["stationary", "uniform"]))
     return languages.entropy_ngram(jax.random.PRNGKey(draw(seeds)), V, order, L, frac * float(np.log(V)), init=init)
+
+
+# ---- step plans: compositions of L and their refinements (tests/test_refinement.py) ----------------
+@st.composite
+def compositions(draw, length: int, min_parts: int = 1):
+    """Fixed counts k_1..k_N >= 1 summing to ``length`` (a random composition), as a list."""
+    cuts = (
+        sorted(draw(st.sets(st.integers(1, length - 1), min_size=min(min_parts, length) - 1, max_size=length - 1)))
+        if length > 1
+        else []
+    )
+    return np.diff([0, *cuts, length]).tolist()
+
+
+@st.composite
+def single_splits(draw, counts):
+    """A refinement of ``counts`` that splits one step of >= 2 tokens into two non-empty steps (or
+    ``counts`` itself if no step can be split)."""
+    can = [i for i, k in enumerate(counts) if k >= 2]
+    if not can:
+        return list(counts)
+    i = draw(st.sampled_from(can))
+    a = draw(st.integers(1, counts[i] - 1))
+    return list(counts[:i]) + [a, counts[i] - a] + list(counts[i + 1 :])

@@ -68,31 +68,6 @@ def test_exact_law_equals_plain_reference(q, data, reveal):
     assert_close(law.probs, ref, rtol=1e-10, atol=1e-15)
 
 
-def _compositions_refinement(draw, L):
-    """A composition of L (counts) and a refinement of it that splits one step in two."""
-    cuts = sorted(draw(st.sets(st.integers(1, L - 1), max_size=L - 1))) if L > 1 else []
-    c = np.diff([0, *cuts, L]).tolist()
-    splittable = [i for i, k in enumerate(c) if k >= 2]
-    assume(splittable)
-    i = draw(st.sampled_from(splittable))
-    a = draw(st.integers(1, c[i] - 1))
-    return c, c[:i] + [a, c[i] - a] + c[i + 1 :]
-
-
-@given(joints(max_states=4**5, min_length=2), st.data())
-def test_kl_nonincreasing_under_refinement(q, data):
-    """KL(q || p) >= 0 and does not increase when a step is split into two (random order, fixed counts).
-
-    Note: KL is NOT monotone in N for the rounded linear counts — see
-    test_kl_not_monotone_in_N_counterexample — because counts for N and N+1 need not nest.
-    """
-    c, c2 = _compositions_refinement(data.draw, q.length)
-    k1 = metrics.kl(q.probs, exact_law(q, None, counts=c).probs)
-    k2 = metrics.kl(q.probs, exact_law(q, None, counts=c2).probs)
-    assert k1 >= -1e-14
-    assert k2 <= k1 + 1e-12
-
-
 @given(joints(max_states=4**5, min_length=2), st.sampled_from([1, 2]))
 def test_kl_nonincreasing_when_doubling_steps(q, N):
     """With the linear schedule and L divisible by 2N, N -> 2N splits every step: KL cannot rise."""

@@ -14,8 +14,15 @@ C[z] = sum of q(x) over the sequences x consistent with z (agreeing on z's visib
 L tensor contractions away from q: extend each axis of the (V,)*L table by its sum. Then for a masked
 position i, q(x_i = v | z) = C[z with z_i := v] / C[z], an index shift of (v - V) * (V+1)**(L-1-i).
 States with C[z] = 0 (impossible under q) get the uniform distribution 1/V at masked positions: a
-documented, finite answer that no sampler started from the all-mask state ever reaches with the exact
-denoiser.
+documented, finite answer, the same in every exact denoiser of the toolkit. With the exact denoiser a
+sampler started from the all-mask state reaches them only through a parallel reveal: with one token per
+step (any policy), with values drawn jointly from q, or when q has full support, every reached state has
+C[z] > 0; revealing several tokens with independently drawn values can produce a jointly impossible state
+(q uniform on {000, 111}, counts [2, 1]: probability 1/2). Impossible states are absorbing
+(C[child] <= C[z]), so the probability of ever reaching one equals the sampler's SER, and the convention
+only decides which off-support sequences get that mass: KL(q || p), TV, SER and log TER (+inf once
+SER > 0) do not depend on it; a correctness predicate accepting off-support sequences does. See
+tests/test_impossible_states.py.
 """
 
 from __future__ import annotations

@@ -306,11 +306,14 @@ def eb_count(entropies_sorted, valid_sorted, gamma):
     ``entropies_sorted`` (L,) nats, ``valid_sorted`` (L,) bool (masked positions; they must form a
     prefix). Returns the length of the largest prefix U with sum_U H - max_U H <= gamma (cumulative sum
     and running max along the order), at least 1 if any position is valid (BenHamu2025, EB rule).
-    JAX-traceable; single example.
+    At gamma = 0 the prefix may hold at most one positive-entropy token, counted exactly: the float
+    difference cumsum - cummax absorbs entropies below ~1e-16 of the largest (an entropy of 1.3e-23 next
+    to 0.0222 gave excess 0). JAX-traceable; single example.
     """
     h = jnp.where(valid_sorted, entropies_sorted, 0.0)
     excess = jnp.cumsum(h) - jax.lax.cummax(h, axis=0)  # (L,) sum_U H - max_U H of each prefix
-    ok = valid_sorted & (excess <= gamma)
+    one_positive = jnp.cumsum((h > 0).astype(jnp.int32)) <= 1
+    ok = valid_sorted & (excess <= gamma) & ((gamma > 0) | one_positive)
     n_ok = jnp.sum(jnp.cumprod(ok.astype(jnp.int32)))  # leading run of valid prefixes
     return jnp.where(jnp.any(valid_sorted), jnp.maximum(n_ok, 1), 0)
 
