@@ -383,3 +383,17 @@ def test_committed_speedups(eb, committed):
     again = nfe_speedups(frame, eb.TOLERANCES, by=("task", "denoiser", "proxy"))
     written = pd.read_csv(ROOT / "figures" / "eb_sampler_speedup.csv")
     pd.testing.assert_frame_equal(written, again, rtol=1e-11, check_dtype=False)
+
+
+def test_eb_gamma_zero_counts_tiny_entropies_exactly():
+    """gamma = 0 admits one positive-entropy token per step, however small the others' entropies: with
+    entropies (0.0222, 1.3e-23) in proxy order the float excess cumsum - cummax is 0, yet only 1 token may
+    go (the excess sum_U H - max_U H is 1.3e-23 exactly, not the float cumsum - cummax = 0). Zero-entropy
+    tokens still ride along: (0, 0.3, 0) reveals all 3."""
+    from theory.policies import eb_count
+
+    ok = jnp.ones(3, bool)
+    assert int(eb_count(jnp.array([0.0222, 1.3e-23, 0.0]), ok, 0.0)) == 1
+    assert int(eb_count(jnp.array([0.0, 0.3, 0.0]), ok, 0.0)) == 3
+    assert int(eb_count(jnp.array([0.0222, 1.3e-23, 0.0]), ok, 1e-30)) == 1  # excess 1.3e-23 > gamma
+    assert int(eb_count(jnp.array([0.0222, 1.3e-23, 0.0]), ok, 1e-22)) == 3

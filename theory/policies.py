@@ -306,14 +306,14 @@ def eb_count(entropies_sorted, valid_sorted, gamma):
     ``entropies_sorted`` (L,) nats, ``valid_sorted`` (L,) bool (masked positions; they must form a
     prefix). Returns the length of the largest prefix U with sum_U H - max_U H <= gamma (cumulative sum
     and running max along the order), at least 1 if any position is valid (BenHamu2025, EB rule).
-    At gamma = 0 the prefix may hold at most one positive-entropy token, counted exactly: the float
-    difference cumsum - cummax absorbs entropies below ~1e-16 of the largest (an entropy of 1.3e-23 next
-    to 0.0222 gave excess 0). JAX-traceable; single example.
+    The excess is accumulated without cancellation: sum_U H - max_U H over a prefix grows by
+    min(H_k, max of the earlier H) at each new token k (a sum of non-negative terms), so an entropy of
+    1.3e-23 next to 0.0222 counts (cumsum - cummax rounded it away). JAX-traceable; single example.
     """
     h = jnp.where(valid_sorted, entropies_sorted, 0.0)
-    excess = jnp.cumsum(h) - jax.lax.cummax(h, axis=0)  # (L,) sum_U H - max_U H of each prefix
-    one_positive = jnp.cumsum((h > 0).astype(jnp.int32)) <= 1
-    ok = valid_sorted & (excess <= gamma) & ((gamma > 0) | one_positive)
+    prev_max = jnp.concatenate([jnp.zeros(1, h.dtype), jax.lax.cummax(h, axis=0)[:-1]])  # max of earlier H
+    excess = jnp.cumsum(jnp.minimum(h, prev_max))  # (L,) sum_U H - max_U H of each prefix
+    ok = valid_sorted & (excess <= gamma)
     n_ok = jnp.sum(jnp.cumprod(ok.astype(jnp.int32)))  # leading run of valid prefixes
     return jnp.where(jnp.any(valid_sorted), jnp.maximum(n_ok, 1), 0)
 
