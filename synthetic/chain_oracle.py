@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from theory.pytree import register_dataclass
 from theory.validation import as_f64, check_size
 
 
@@ -52,6 +53,7 @@ def position_marginals(init: np.ndarray, trans: np.ndarray, length: int) -> np.n
     return out
 
 
+@register_dataclass(data_fields=("left", "right"))
 @dataclass(frozen=True, eq=False)
 class MarkovDenoiser:
     """Exact conditionals of a first-order Markov chain (see module docstring).

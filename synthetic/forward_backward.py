@@ -25,11 +25,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from theory.pytree import register_dataclass
 from theory.validation import as_f64
 
 from .chain_oracle import safe_log
 
 
+@register_dataclass(data_fields=("init", "emit", "trans"))
 @dataclass(frozen=True, eq=False)
 class ChainDenoiser:
     """Exact conditionals by scaled forward–backward on a hidden chain (n-gram tuples or HMM states).

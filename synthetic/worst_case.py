@@ -43,12 +43,14 @@ from theory.denoiser import ExactDenoiser
 from theory.joint import Joint
 from theory.metrics import log_ter, sequence_error_rate
 from theory.policies import RandomOrder
+from theory.pytree import register_dataclass
 from theory.sampling import exact_law
 from theory.validation import check_vocab_length, require_x64
 
 from .languages import NGram
 
 
+@register_dataclass(data_fields=("block",))
 @dataclass(frozen=True, eq=False)
 class BlockDenoiser:
     """Exact denoiser of a :class:`BlockLanguage`: the block's exact conditionals, block by block.

@@ -90,7 +90,7 @@ def test_policies_and_schedules_hash_by_value_and_share_compilations():
 
     from theory import schedules
     from theory.joint import Joint
-    from theory.sampling import _GENERAL, sample
+    from theory.sampling import _jitted, sample
 
     assert policies.EntropyBounded(0.5) == policies.EntropyBounded(0.5)
     assert hash(policies.TopK("margin", k=2)) == hash(policies.TopK("margin", k=2))
@@ -102,7 +102,7 @@ def test_policies_and_schedules_hash_by_value_and_share_compilations():
     assert schedules.from_function(f) != schedules.from_function(lambda t: 1.0 - t)
     q = Joint.from_unnormalized(np.arange(1, 9, dtype=np.float64), 2, 3)
     sample(jax.random.PRNGKey(0), q.denoiser(), policies.EntropyBounded(0.1), num=8)
-    before = _GENERAL[True]._cache_size()
+    before = _jitted(False, True, True)._cache_size()
     for g in (0.0, 0.7, float("inf")):
         sample(jax.random.PRNGKey(0), q.denoiser(), policies.EntropyBounded(g), num=8)
-    assert _GENERAL[True]._cache_size() == before
+    assert _jitted(False, True, True)._cache_size() == before

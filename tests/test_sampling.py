@@ -187,14 +187,14 @@ def test_sample_is_independent_of_sharding(tmp_path):
 
 def test_one_compilation_serves_every_N():
     """The static-order fast path traces the plan: N = 2 and N = 4 (fixed counts) share one compiled loop."""
-    from theory.sampling import _ORDERED
+    from theory.sampling import _jitted
 
     d = MC_Q.denoiser()
     sample(jax.random.PRNGKey(0), d, policies.RandomOrder(), 2, num=8)
-    before = _ORDERED[True]._cache_size()
+    before = _jitted(True, True, True)._cache_size()
     for N in (1, 3, 4):
         sample(jax.random.PRNGKey(0), d, policies.RandomOrder(), N, num=8)
-    assert _ORDERED[True]._cache_size() == before
+    assert _jitted(True, True, True)._cache_size() == before
 
 
 def test_sampling_bad_input():
@@ -219,3 +219,19 @@ def test_sampling_bad_input():
     big = Joint(np.full(2**12, 2.0**-12), 2, 12)
     with pytest.raises(ValueError, match=r"(?s)needs|would need.*Monte-Carlo"):
         exact_law(big, None, 2, max_bytes=2**20)
+
+
+def test_denoisers_of_the_same_shape_share_one_compilation():
+    """Exact denoisers are pytrees (the cylinder table is a traced leaf): two different joints of the same
+    (V, L) run through one compiled loop, and each still samples its own law (first-token marginals)."""
+    from theory.sampling import _jitted
+
+    q1 = Joint.from_unnormalized(np.arange(1, 9, dtype=np.float64), 2, 3)
+    q2 = Joint.from_support([[0, 0, 0], [1, 1, 1]], 2, 3)
+    s1 = sample(jax.random.PRNGKey(0), q1.denoiser(), policies.RandomOrder(), 3, num=64)
+    before = _jitted(True, True, True)._cache_size()
+    s2 = sample(jax.random.PRNGKey(0), q2.denoiser(), policies.RandomOrder(), 3, num=64)
+    assert _jitted(True, True, True)._cache_size() == before
+    t2 = np.asarray(s2.tokens)
+    assert np.all((t2 == t2[:, :1]).all(1))  # one token per step with q2's exact conditionals: 000 or 111
+    assert not np.all((np.asarray(s1.tokens) == np.asarray(s1.tokens)[:, :1]).all(1))

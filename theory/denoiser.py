@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .joint import Joint
+from .pytree import register_dataclass
 from .states import all_states, strides
 from .validation import SCALABLE_HINT, as_f64, check_size, require_x64
 
@@ -90,6 +91,7 @@ def _exact_marginals(cyl, states, V, L):
     return jnp.where(masked[..., None], cond, onehot)
 
 
+@register_dataclass(data_fields=("cyl",), drop_fields=("joint",))
 @dataclass(frozen=True, eq=False)
 class ExactDenoiser:
     """The exact conditionals q(x_i = v | visible part of z) of a Joint, via cylinder sums."""
@@ -143,6 +145,7 @@ def _tabular_marginals(table, states, V, L):
     return jnp.where(masked[..., None], table[idx], onehot)
 
 
+@register_dataclass(data_fields=("table",))
 @dataclass(frozen=True, eq=False)
 class TabularDenoiser:
     """A denoiser given as a table ((V+1)**L, L, V) of conditionals (e.g. a perturbed exact one).
@@ -205,6 +208,7 @@ def _smooth(m, states, eps, V):
     return jnp.where((states == V)[..., None], (1.0 - eps) * m + eps / V, m)
 
 
+@register_dataclass(data_fields=("base", "eps"))
 @dataclass(frozen=True, eq=False)
 class SmoothedDenoiser:
     """p(x_i | z) = (1 - eps) base(x_i | z) + eps / V at masked positions (one-hot at visible ones)."""

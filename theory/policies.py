@@ -31,7 +31,6 @@ by position (stable sort), and reveal the first ``count``. To add a policy, subc
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 from dataclasses import dataclass
 from functools import partial
@@ -40,6 +39,8 @@ from math import comb
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from .pytree import register_dataclass
 
 PROXIES = ("confidence", "margin", "entropy")
 
@@ -82,39 +83,14 @@ def _check_proxy(proxy):
 
 # ---- pytree registration: equal policies share jit caches ----------------------------------------------
 def register_policy(cls=None, *, data_fields: tuple = ()):
-    """Register a frozen dataclass policy as a JAX pytree (class decorator).
+    """Register a frozen dataclass policy as a JAX pytree (class decorator, :func:`theory.pytree.register_dataclass`).
 
     ``data_fields`` become traced leaves (e.g. EntropyBounded's ``gamma``: one compilation serves every
     gamma); the other fields are static metadata compared by value, so equal policies share jit caches.
-    Unflattening bypasses ``__init__`` (no validation of traced values). The Monte-Carlo sampler passes a
-    registered policy as a traced argument; an unregistered policy is passed as a static (hashable) one.
+    The Monte-Carlo sampler passes a registered policy as a traced argument; an unregistered policy is
+    passed as a static (hashable) one.
     """
-
-    def wrap(c):
-        names = [f.name for f in dataclasses.fields(c)]
-        meta = tuple(n for n in names if n not in data_fields)
-
-        def flatten(obj):
-            return [getattr(obj, n) for n in data_fields], tuple(getattr(obj, n) for n in meta)
-
-        def unflatten(aux, children):
-            obj = object.__new__(c)
-            for n, v in zip(meta, aux):
-                object.__setattr__(obj, n, v)
-            for n, v in zip(data_fields, children):
-                object.__setattr__(obj, n, v)
-            return obj
-
-        jax.tree_util.register_pytree_node(c, flatten, unflatten)
-        return c
-
-    return wrap if cls is None else wrap(cls)
-
-
-def is_registered(policy) -> bool:
-    """True if ``policy`` is a registered pytree (see :func:`register_policy`)."""
-    leaves = jax.tree_util.tree_leaves(policy)
-    return not (len(leaves) == 1 and leaves[0] is policy)
+    return register_dataclass(cls, data_fields=data_fields)
 
 
 # ---- base classes ----------------------------------------------------------------------------------

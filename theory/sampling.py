@@ -35,7 +35,8 @@ from scipy.stats import binom
 
 from .denoiser import ExactDenoiser, check_denoiser
 from .joint import Joint
-from .policies import RandomOrder, check_policy, is_registered
+from .policies import RandomOrder, check_policy
+from .pytree import traceable
 from .schedules import Schedule, check_counts, fixed_counts, linear, reveal_probs
 from .states import strides
 from .validation import SCALABLE_HINT, check_size, check_steps, require_x64
@@ -443,14 +444,20 @@ def _run(sample_keys, step_ids, step_values, num_rows, denoiser, policy, mode):
     return states, nfe
 
 
-_ORDERED = {
-    True: jax.jit(_run_ordered, static_argnames=("denoiser", "widths")),
-    False: jax.jit(_run_ordered, static_argnames=("denoiser", "policy", "widths")),
-}
-_GENERAL = {
-    True: jax.jit(_run, static_argnames=("denoiser",)),
-    False: jax.jit(_run, static_argnames=("denoiser", "policy")),
-}
+_JITTED: dict = {}
+
+
+def _jitted(ordered: bool, policy_traced: bool, denoiser_traced: bool):
+    """The jitted loop: policy and denoiser are traced pytree arguments when they can be (equal structures
+    share one compilation: every EB gamma, every TopK k, every exact denoiser of the same (V, L), every
+    Markov chain of the same shape), else static (hashable) arguments."""
+    key = (ordered, policy_traced, denoiser_traced)
+    if key not in _JITTED:
+        static = ["widths"] if ordered else []
+        static += [] if policy_traced else ["policy"]
+        static += [] if denoiser_traced else ["denoiser"]
+        _JITTED[key] = jax.jit(_run_ordered if ordered else _run, static_argnames=tuple(static))
+    return _JITTED[key]
 
 
 def _plan_rows(plan: Plan, length: int):
@@ -552,18 +559,16 @@ def sample(
     ndev = 1 if sharding is None else len(sharding.device_set)
     bs = -(-bs // ndev) * ndev  # a multiple of the device count; extra samples are drawn and dropped
     mode = jnp.int32(MODES[plan.mode])
-    traced = is_registered(policy)  # registered policies are traced pytrees; others must be hashable (static)
+    run = _jitted(ordered, traceable(policy), traceable(denoiser))
     toks, nfes = [], []
     for a in range(0, num, bs):
         keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(a, a + bs))
         if sharding is not None:
             keys = jax.device_put(keys, sharding)
         if ordered:
-            t, f = _ORDERED[traced](
-                keys, step_ids, values, rows, denoiser=denoiser, policy=policy, mode=mode, widths=widths
-            )
+            t, f = run(keys, step_ids, values, rows, denoiser=denoiser, policy=policy, mode=mode, widths=widths)
         else:
-            t, f = _GENERAL[traced](keys, step_ids, values, rows, denoiser=denoiser, policy=policy, mode=mode)
+            t, f = run(keys, step_ids, values, rows, denoiser=denoiser, policy=policy, mode=mode)
         n = min(bs, num - a)
         toks.append(np.asarray(t)[:n])
         nfes.append(np.asarray(f)[:n])
