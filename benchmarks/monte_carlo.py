@@ -64,7 +64,7 @@ def numpy_sampler(rng, left, right, counts, num, V, L, positive=False):
         cdf = np.cumsum(num_, axis=-1)
         cdf = np.where(ok[:, None, None] & (cdf[..., -1:] > 0), cdf, np.arange(1, V + 1) / V)
         u = rng.random((B, c, 1))
-        vals = np.minimum(np.sum(cdf < u * cdf[..., -1:], axis=-1), V - 1)
+        vals = np.minimum(np.sum(cdf <= u * cdf[..., -1:], axis=-1), V - 1)
         states[rows, pos] = vals
         r += c
     return states

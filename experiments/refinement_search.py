@@ -50,9 +50,10 @@ def conditionals(Q: np.ndarray, V: int, L: int) -> dict:
     return F
 
 
-def _run(F, n, V, L, steps):
-    """steps: list of lists of (reveal-set size, weight given #masked) options."""
-    G = {0: np.ones((n, V**L))}
+def _propagate(F, G0, L, steps):
+    """The dynamic programme over revealed sets: G0 = weight of the empty set (an array of ones, numpy or
+    jax); steps: list of functions #masked -> [(reveal-set size, weight)] options. Returns the law."""
+    G = {0: G0}
     for options in steps:
         G2 = {}
         for P, g in G.items():
@@ -69,6 +70,11 @@ def _run(F, n, V, L, steps):
                     G2[P2] = G2.get(P2, 0) + t
         G = G2
     return G[(1 << L) - 1]
+
+
+def _run(F, n, V, L, steps):
+    """steps: list of lists of (reveal-set size, weight given #masked) options."""
+    return _propagate(F, np.ones((n, V**L)), L, steps)
 
 
 def law_fixed(F, n, V, L, counts):
@@ -303,23 +309,7 @@ def ascent(V, L, c1, c2, starts=8, seed=0, bernoulli=False):
             ]
         else:
             steps = [lambda k, c=c: [(min(c, k), 1.0)] for c in plan]
-        G = {0: jnp.ones(V**L)}
-        for options in steps:
-            G2 = {}
-            for P, g in G.items():
-                free = [i for i in range(L) if not (P >> (L - 1 - i)) & 1]
-                for r, w in options(len(free)):
-                    if w == 0:
-                        continue
-                    for S in itertools.combinations(free, r):
-                        t = g * (w / comb(len(free), r))
-                        P2 = P
-                        for i in S:
-                            t = t * F[(P, i)]
-                            P2 |= 1 << (L - 1 - i)
-                        G2[P2] = G2.get(P2, 0) + t
-            G = G2
-        return G[(1 << L) - 1]
+        return _propagate(F, jnp.ones(V**L), L, steps)
 
     def neg_increase(logits):
         q = jax.nn.softmax(logits)

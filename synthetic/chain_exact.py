@@ -133,7 +133,7 @@ def ngram_entropy_rate(lang) -> float:
 # ---- exact sampling from q ----------------------------------------------------------------------------
 def _inv_cdf(cdf, u):
     """Rows of a CDF (..., K) and uniforms (...,) -> indices (...,) (float64 inverse CDF)."""
-    v = jnp.sum(cdf < (u * cdf[..., -1])[..., None], axis=-1)
+    v = jnp.sum(cdf <= (u * cdf[..., -1])[..., None], axis=-1)
     return jnp.minimum(v, cdf.shape[-1] - 1).astype(jnp.int32)
 
 

@@ -7,6 +7,7 @@ from functools import cache
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import assume, given
@@ -235,3 +236,36 @@ def test_denoisers_of_the_same_shape_share_one_compilation():
     t2 = np.asarray(s2.tokens)
     assert np.all((t2 == t2[:, :1]).all(1))  # one token per step with q2's exact conditionals: 000 or 111
     assert not np.all((np.asarray(s1.tokens) == np.asarray(s1.tokens)[:, :1]).all(1))
+
+
+@pytest.mark.parametrize("n", [0, 1, 5, 37])
+@pytest.mark.parametrize("p", [0.0, 0.3, 0.999, 1.0])
+def test_binomial_inverse_cdf_is_exact(n, p):
+    """The Bernoulli-reveal count: u just below / above scipy's Binomial(n, p) CDF at k maps to k / k + 1
+    (so each k gets exactly its pmf of the unit interval); p = 0 and p = 1 give 0 and n."""
+    from scipy.stats import binom
+
+    from theory.sampling import binomial_inverse_cdf
+
+    def draw(u):
+        return int(binomial_inverse_cdf(jnp.float64(u), jnp.int32(n), jnp.float64(p), 40))
+
+    if p in (0.0, 1.0):
+        assert draw(0.0) == draw(0.5) == draw(1 - 1e-12) == (0 if p == 0.0 else n)
+        return
+    for k in range(n):
+        c = binom.cdf(k, n, p)
+        if binom.pmf(k, n, p) > 1e-9 and binom.pmf(k + 1, n, p) > 1e-9:
+            assert draw(c * (1 - 1e-10)) == k, k
+            assert draw(c * (1 + 1e-10)) == k + 1, k
+
+
+def test_inverse_cdf_never_returns_a_zero_probability_value():
+    """u in [0, 1) maps to v with cdf[v-1] <= u * total < cdf[v]: at u = 0 a leading zero-probability value
+    is skipped (a strict '<' would return it), and u just below 1 never runs past the last positive one."""
+    from theory.sampling import inverse_cdf
+
+    probs = jnp.array([[0.0, 0.0, 1.0, 0.0], [0.0, 0.5, 0.0, 0.5], [0.25, 0.25, 0.25, 0.25]])
+    assert np.asarray(inverse_cdf(probs, jnp.zeros(3))).tolist() == [2, 1, 0]
+    assert np.asarray(inverse_cdf(probs, jnp.full(3, 0.5))).tolist() == [2, 3, 2]
+    assert np.asarray(inverse_cdf(probs, jnp.full(3, 1 - 2**-53))).tolist() == [2, 3, 3]

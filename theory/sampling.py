@@ -309,7 +309,7 @@ CHUNK_WIDTHS = (1, 4, 16, 64)
 def inverse_cdf(probs, u):
     """Index v of each row of ``probs`` (..., V) with cdf[v-1] <= u * total < cdf[v], for uniforms u (...,)."""
     cdf = jnp.cumsum(probs, axis=-1)
-    v = jnp.sum(cdf < u[..., None] * cdf[..., -1:], axis=-1)
+    v = jnp.sum(cdf <= u[..., None] * cdf[..., -1:], axis=-1)
     return jnp.minimum(v, probs.shape[-1] - 1)
 
 
@@ -343,8 +343,25 @@ def marginals_at(denoiser, states, positions):
 MODES = {"fixed": 0, "bernoulli": 1, "adaptive": 2}  # traced mode codes: one compilation serves all three
 
 
-def _count(mode, value, left, count_key):
-    """Tokens to reveal this step for one sample: fixed k_n, Binomial(left, p_n), or 0 (adaptive).
+def binomial_inverse_cdf(u, n, p, max_n: int):
+    """Binomial(n, p) draw from a uniform u in [0, 1) by float64 inverse CDF over k = 0..max_n (n <= max_n traced).
+
+    log pmf(k) = log C(n, k) + k log p + (n - k) log(1 - p), with log C(n, k) a cumulative sum of
+    log((n - j) / (j + 1)); p = 0 and p = 1 give 0 and n exactly. Exact in law and compile-light (no
+    rejection loop); O(max_n) work per draw.
+    """
+    k = jnp.arange(max_n + 1, dtype=jnp.float64)
+    nf = n.astype(jnp.float64)
+    step = jnp.log(jnp.maximum(nf - k[:-1], 1.0)) - jnp.log(k[:-1] + 1.0)  # log((n - j) / (j + 1)), j < n
+    logc = jnp.concatenate([jnp.zeros(1), jnp.cumsum(step)])
+    logpmf = jnp.where(k <= nf, logc + jax.scipy.special.xlogy(k, p) + jax.scipy.special.xlog1py(nf - k, -p), -jnp.inf)
+    pmf = jnp.exp(logpmf - jnp.max(logpmf))
+    cdf = jnp.cumsum(pmf)
+    return jnp.sum(cdf <= u * cdf[-1]).astype(jnp.int32)
+
+
+def _count(mode, value, left, count_key, max_n):
+    """Tokens to reveal this step for one sample: fixed k_n, Binomial(left, p_n) (``max_n`` = L), or 0 (adaptive).
 
     ``mode`` is a traced code (:data:`MODES`) shared by the batch, so only the chosen branch runs.
     """
@@ -353,8 +370,8 @@ def _count(mode, value, left, count_key):
         return jnp.minimum(value.astype(jnp.int32), left)
 
     def bernoulli(_):
-        b = jax.random.binomial(count_key, left.astype(jnp.float64), value, dtype=jnp.float64)
-        return jnp.where(value >= 1.0, left, jnp.clip(b, 0, left).astype(jnp.int32))
+        u = jax.random.uniform(count_key, dtype=jnp.float64)
+        return jnp.minimum(binomial_inverse_cdf(u, left, value, max_n), left)
 
     def adaptive(_):
         return jnp.zeros_like(left)
@@ -400,7 +417,7 @@ def _run_ordered(sample_keys, step_ids, step_values, num_rows, denoiser, policy,
         skeys = jax.vmap(lambda k: jax.random.fold_in(k, step_ids[j]))(sample_keys)  # (B, key)
         vkeys = jax.vmap(lambda k: jax.random.fold_in(k, VALUES))(skeys)
         ckeys = jax.vmap(lambda k: jax.random.fold_in(k, COUNT))(skeys)
-        count = jax.vmap(lambda lft, k: _count(mode, step_values[j], lft, k))(L - r, ckeys)  # (B,)
+        count = jax.vmap(lambda lft, k: _count(mode, step_values[j], lft, k, L))(L - r, ckeys)  # (B,)
         need = jnp.max(count)
         branch = jnp.sum(jnp.asarray(widths[:-1], jnp.int32) < need)  # the smallest width >= need (the last is L)
         if len(fns) == 1:
@@ -430,7 +447,7 @@ def _run(sample_keys, step_ids, step_values, num_rows, denoiser, policy, mode):
         masked = states == V
         marg = denoiser.marginals(states)  # (B, L, V)
         ckeys = jax.vmap(lambda k: jax.random.fold_in(k, COUNT))(skeys)
-        count = jax.vmap(lambda lft, k: _count(mode, step_values[j], lft, k))(masked.sum(1).astype(jnp.int32), ckeys)
+        count = jax.vmap(lambda lft, k: _count(mode, step_values[j], lft, k, L))(masked.sum(1).astype(jnp.int32), ckeys)
         sel_keys = jax.vmap(lambda k: jax.random.fold_in(k, SELECT))(skeys)
         reveal = jax.vmap(policy.select)(sel_keys, states, marg, count) & masked  # (B, L)
         vkeys = jax.vmap(lambda k: jax.random.fold_in(k, VALUES))(skeys)
