@@ -302,8 +302,18 @@ def exact_law(
 VALUES, COUNT, SELECT = 0, 1, 2
 ORDER = 0x7FFFFFFF  # fold_in data for the per-sample order key (step indices are < this)
 #: Positions per ``marginals_at`` call on the static-order fast path (denoisers that have ``marginals_at``):
-#: each step uses the smallest of these widths (and L) that covers its largest count.
-CHUNK_WIDTHS = (1, 4, 16, 64)
+#: each step uses the smallest width 4**k (or L) that covers its largest count, so at most 4x the
+#: positions it needs; one ``lax.switch`` branch per width (log4 L + 1 of them, compiled together).
+CHUNK_BASE = 4
+
+
+def chunk_widths(length: int) -> tuple:
+    """The fast path's widths for length L: 1, 4, 16, ... below L, and L."""
+    widths, w = [], 1
+    while w < length:
+        widths.append(w)
+        w *= CHUNK_BASE
+    return tuple(widths) + (int(length),)
 
 
 def inverse_cdf(probs, u):
@@ -540,7 +550,7 @@ def sample(
     ``fold_in(key, i)`` and step n ``fold_in(., n)`` (see the comment above), so the tokens do not depend
     on ``batch_size`` nor on ``sharding`` (a ``jax.sharding.Sharding`` of the batch axis, e.g.
     :func:`batch_sharding`). Policies with a static order (``policy.order``) and a schedule take the
-    fast path, asking the denoiser for W positions per call (default: the smallest of :data:`CHUNK_WIDTHS`
+    fast path, asking the denoiser for W positions per call (default: the smallest of :func:`chunk_widths`
     covering the step's count if it has ``marginals_at``, else W = L, one full call per step; ``width``
     fixes W); the step count and counts are traced, so one compilation serves every N (fixed counts;
     Bernoulli: every N up to L, then one per power of two).
@@ -565,7 +575,7 @@ def sample(
     if width is not None:
         widths = tuple(sorted({int(width), L}))
     elif callable(getattr(denoiser, "marginals_at", None)):
-        widths = tuple(sorted({min(L, w) for w in CHUNK_WIDTHS} | {L}))
+        widths = chunk_widths(L)
     else:
         widths = (L,)  # one full marginals call per step
     if batch_size is not None and (
