@@ -61,6 +61,9 @@ def _make_step(optimizer, schedule, vocab_size, t_sampler, mask_sampler):
         kt, km = jax.random.split(key)
         t, w = t_sampler(kt, tokens.shape[0])
         mask = mask_sampler(km, t, tokens.shape)
+        if isinstance(mask, tuple):  # (mask, per-example weight): importance-sampled masks (theory.estimators)
+            mask, mask_weight = mask
+            w = w * mask_weight
         loss, grads = jax.value_and_grad(loss_fn)(net, tokens, t, w, mask)
         updates, opt_state = optimizer.update(grads, opt_state, net)
         return optax.apply_updates(net, updates), opt_state, loss
@@ -94,8 +97,10 @@ def train(
     decay). ``evaluation``: a callable denoiser -> dict (e.g. :func:`exact_evaluation`), run at step 0,
     every ``eval_every`` steps and at the end. History: one row per evaluation with ``step``,
     ``train_loss`` (mean of the batch losses since the previous row, NaN at step 0) and the evaluation's
-    keys. Randomness: batch n uses ``fold_in(key_data, n)`` and ``fold_in(key_loss, n)``, so the same
-    key gives the same parameters.
+    keys. Hooks (``t_sampler``, ``mask_sampler``): see :mod:`theory.elbo`; a ``mask_sampler`` may also
+    return ``(mask (B, L), weight (B,))``, the weight multiplying each example's loss (importance-sampled
+    masks, :mod:`theory.estimators`). Randomness: batch n uses ``fold_in(key_data, n)`` and
+    ``fold_in(key_loss, n)``, so the same key gives the same parameters.
     """
     if not isinstance(denoiser, LearnedDenoiser):
         raise TypeError(
