@@ -474,27 +474,39 @@ def optimal_token_rate(tables: MomentTables, eps: float = 0.0, knots=None) -> tu
 # ================================ the paper's parametric fit =========================================
 def pilot_moments(key, sample_fn: Callable, log_probs: Callable, vocab_size: int, grid, per_point: int, eps=0.0):
     """Pilot losses on a t-grid (the paper estimates before training): for each t in ``grid`` draw
-    ``per_point`` sequences (``sample_fn(key, n) -> (n, L)``) and Bernoulli(s) masks; returns the sample mean
-    and variance of the loss at each t, (G,) each (float64)."""
+    ``per_point`` sequences (``sample_fn(key, n) -> (n, L)``, one call for the whole grid) and Bernoulli(s)
+    masks (s = eps + (1 - eps) t); returns the sample mean and variance of the loss at each t, (G,) each."""
     from .elbo import per_example_loss
     from .schedules import linear
 
     grid = np.asarray(grid, dtype=np.float64)
-    means, varis = [], []
-    for j, t in enumerate(grid):
-        kx, km = jax.random.split(jax.random.fold_in(key, j))
-        x = jnp.asarray(sample_fn(kx, per_point)).astype(jnp.int32)
-        s = jnp.full((per_point,), rate(eps, t))
-        m = jax.random.uniform(km, x.shape, dtype=jnp.float64) < s[:, None]
-        ell = np.asarray(per_example_loss(log_probs, x, s, jnp.ones_like(s), m, linear(), vocab_size), np.float64)
-        means.append(ell.mean())
-        varis.append(ell.var(ddof=1))
-    return np.asarray(means), np.asarray(varis)
+    G = grid.size
+    kx, km = jax.random.split(key)
+    x = jnp.asarray(sample_fn(kx, G * per_point)).astype(jnp.int32)  # one call for the whole grid
+    s = jnp.repeat(jnp.asarray(rate(eps, grid)), per_point)
+    m = jax.random.uniform(km, x.shape, dtype=jnp.float64) < s[:, None]
+    ell = np.asarray(per_example_loss(log_probs, x, s, jnp.ones_like(s), m, linear(), vocab_size), np.float64)
+    ell = ell.reshape(G, per_point)
+    return ell.mean(1), ell.var(1, ddof=1)
+
+
+def _positive_points(t, y, what: str):
+    """The (t, y) pairs with finite y > 0 (a pilot mean or variance can be exactly 0 at small t: no token was
+    masked); the log-space fits need at least 3 of them."""
+    t, y = np.asarray(t, np.float64), np.asarray(y, np.float64)
+    ok = np.isfinite(y) & (y > 0) & (t > 0) & (t <= 1)
+    if ok.sum() < 3:
+        raise ValueError(
+            f"the fit needs at least 3 grid points with positive pilot {what} (got {int(ok.sum())}); draw more "
+            "pilot samples per point or move the grid away from t = 0."
+        )
+    return t[ok], y[ok]
 
 
 def fit_power(t, v):
-    """Least squares in log space of v(t) = a t^r + b (1-t)^q (a, b >= 0) [Jia2025's variance family]."""
-    t, v = np.asarray(t, np.float64), np.maximum(np.asarray(v, np.float64), 1e-300)
+    """Least squares in log space of v(t) = a t^r + b (1-t)^q (a, b >= 0) [Jia2025's variance family]; points
+    with v = 0 are dropped."""
+    t, v = _positive_points(t, v, "variances")
 
     def model(th, t):
         la, r, lb, q = th
@@ -509,14 +521,19 @@ def fit_power(t, v):
 
 
 def fit_exp(t, g):
-    """Least squares in log space of g(t) = A exp(k t^m) (A > 0, m > 0) [Jia2025's mean family]."""
-    t, g = np.asarray(t, np.float64), np.maximum(np.asarray(g, np.float64), 1e-300)
+    """Least squares in log space of g(t) = A exp(k t^m) (A > 0, m > 0) [Jia2025's mean family]; points with
+    g = 0 are dropped; |log A|, |k| <= 50, m in [e^-5, e^3]."""
+    t, g = _positive_points(t, g, "means")
 
     def logmodel(th, t):
         lA, k, lm = th
         return lA + k * t ** math.exp(lm)
 
-    res = optimize.least_squares(lambda th: logmodel(th, t) - np.log(g), np.array([math.log(g.mean()), 0.0, 0.0]))
+    res = optimize.least_squares(
+        lambda th: logmodel(th, t) - np.log(g),
+        np.array([math.log(g.mean()), 0.0, 0.0]),
+        bounds=([-50.0, -50.0, -5.0], [50.0, 50.0, 3.0]),
+    )
     lA, k, lm = res.x
     return {"A": math.exp(lA), "k": k, "m": math.exp(lm), "fn": lambda x: np.exp(logmodel(res.x, np.asarray(x)))}
 
