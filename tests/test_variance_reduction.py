@@ -65,9 +65,9 @@ def _row(frame, **kw):
     return frame[sel].iloc[0]
 
 
-def _check_frame(vr, frame, n_langs=3):
+def _check_frame(vr, frame):
     """Invariants of an (a) table: coverage, A + B + C = total, finiteness at eps = 0."""
-    assert list(dict.fromkeys(frame.language)) == ["dirichlet", "markov", "copy_pairs"][:n_langs]
+    assert list(dict.fromkeys(frame.language)) == ["dirichlet", "markov", "copy_pairs"]
     assert set(frame.estimator) == set(vr.ESTIMATORS) and set(frame.eps) == {vr.EPS, 0.0}
     assert set(zip(frame.denoiser.str.startswith("tabular"), frame.kind)) == {
         (False, "loss"),
@@ -106,10 +106,18 @@ def test_quick_files_and_coverage(vr, quick):
     _check_frame(vr, csv)
     assert [lang for lang, _ in vr.languages(False, 0)] == list(dict.fromkeys(csv.language))
     tr = res["training"]
-    assert list(dict.fromkeys(tr.method)) == vr.TRAIN_METHODS
+    assert list(dict.fromkeys(tr.method)) == vr.TRAIN_METHODS_QUICK
     assert tr.groupby("method").run.nunique().eq(vr.SEEDS_QUICK).all()
-    # equal denoiser calls: MIRROR's half batch of two masks = the single-mask batch
-    for name, (est, _eps, batch) in vr.train_hooks(vr.languages(True, 0)[0][1], True, 0).items():
+    # quick trains every hook kind of the default run; equal denoiser calls (MIRROR: half batch, two masks)
+    hooks = vr.train_hooks(vr.languages(True, 0)[0][1], True, 0)
+    assert set(hooks) == set(vr.TRAIN_METHODS)
+
+    def kinds(methods):
+        return {(type(hooks[m][0].t_law).__name__, type(hooks[m][0].mask_law).__name__) for m in methods}
+
+    full, part = kinds(vr.TRAIN_METHODS), kinds(vr.TRAIN_METHODS_QUICK)
+    assert {t for t, _ in full} == {t for t, _ in part} and {m for _, m in full} == {m for _, m in part}
+    for name, (est, _eps, batch) in hooks.items():
         assert batch * est.evaluations == vr.BATCH, name
 
 
@@ -144,18 +152,18 @@ def test_quick_rows_are_the_library(vr, quick):
 
 
 def test_quick_training_is_the_library(vr, quick):
-    """MIRROR's run 1 retrained with a hand-built MIRROR hook (batch 8, the script's keys): the same curve; the
-    summary is pandas arithmetic on the curves."""
+    """StraTS's run 1 retrained with a hand-built stratified hook (16 strata, the script's keys): the same curve;
+    the summary is pandas arithmetic on the curves."""
     _, res = quick
     tr, summary = res["training"], res["summary"]
     q = languages.dirichlet(jax.random.fold_in(vr._common.point_key(0, 0), 0), 2, 4, 0.5)
-    est = Es.mirror()
+    est = Es.strats(16)
     key = lambda *labels: vr._common.point_key(0, *labels)  # noqa: E731
     den = init_denoiser("tabular", 2, 4, key=key(5, 1))
-    _, hist = train(den, q, key=key(6, 1), steps=vr.STEPS_QUICK, batch_size=vr.BATCH // 2,
+    _, hist = train(den, q, key=key(6, 1), steps=vr.STEPS_QUICK, batch_size=16,
                     t_sampler=est.t_sampler(vr.EPS), mask_sampler=est.mask_sampler(),
                     evaluation=elbo.exact_evaluation(q), eval_every=vr.EVAL_EVERY_QUICK, progress=False)  # fmt: skip
-    got = tr[(tr.method == "MIRROR") & (tr.run == 1)]
+    got = tr[(tr.method == "StraTS") & (tr.run == 1)]
     assert_close(got.elbo_gap.to_numpy(), hist.elbo_gap.to_numpy(), rtol=1e-9)
     assert_close(got.train_loss.to_numpy()[1:], hist.train_loss.to_numpy()[1:], rtol=1e-6)
     last = tr[tr.step == tr.step.max()]
