@@ -326,7 +326,7 @@ def main(argv=None):
     _common.write_csv(out, "variance_reduction_summary", summary)
     _common.write_png(out, "variance_reduction_training", figure_training(train_frame, summary, plt))
     return {"variance": frame, "eps": eps_frame, "pstar": pstar, "pstar_summary": psum, "training": train_frame,
-            "summary": summary}  # fmt: skip
+            "summary": summary, "hooks": hooks}  # fmt: skip
 
 
 # ================================ figures ==========================================================

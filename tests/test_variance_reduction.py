@@ -109,7 +109,7 @@ def test_quick_files_and_coverage(vr, quick):
     assert list(dict.fromkeys(tr.method)) == vr.TRAIN_METHODS_QUICK
     assert tr.groupby("method").run.nunique().eq(vr.SEEDS_QUICK).all()
     # quick trains every hook kind of the default run; equal denoiser calls (MIRROR: half batch, two masks)
-    hooks = vr.train_hooks(vr.languages(True, 0)[0][1], True, 0)
+    hooks = res["hooks"]
     assert set(hooks) == set(vr.TRAIN_METHODS)
 
     def kinds(methods):
@@ -152,12 +152,15 @@ def test_quick_rows_are_the_library(vr, quick):
 
 
 def test_quick_training_is_the_library(vr, quick):
-    """StraTS's run 1 retrained with a hand-built stratified hook (16 strata, the script's keys): the same curve;
-    the summary is pandas arithmetic on the curves."""
+    """StraTS's run 1 retrained through synthetic.train with the script's keys and its stratified hook (16 strata,
+    eps = 1e-3: checked here; the same closures, so no recompilation): the same curve; the summary is pandas
+    arithmetic on the curves."""
     _, res = quick
     tr, summary = res["training"], res["summary"]
     q = languages.dirichlet(jax.random.fold_in(vr._common.point_key(0, 0), 0), 2, 4, 0.5)
-    est = Es.strats(16)
+    est, eps, batch = res["hooks"]["StraTS"]
+    assert isinstance(est.t_law, Es.Stratified) and est.t_law.K == 16 and eps == vr.EPS and batch == 16
+    assert isinstance(est.mask_law, Vr.BernoulliMask)
     key = lambda *labels: vr._common.point_key(0, *labels)  # noqa: E731
     den = init_denoiser("tabular", 2, 4, key=key(5, 1))
     _, hist = train(den, q, key=key(6, 1), steps=vr.STEPS_QUICK, batch_size=16,
