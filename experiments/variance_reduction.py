@@ -11,10 +11,11 @@
     sqrt(v(t) + g(t)^2), v = a t^r + b (1-t)^q, g = A exp(k t^m), fitted to the exact curves and to a
     pilot of a few samples per t (theory.estimators.pilot_moments / fit_proposal), with the exact variance
     each proposal attains and the Cauchy-Schwarz minimum.
-(c) Training a tabular denoiser on the Dirichlet language with each estimator's hooks (synthetic.train):
-    the same number of denoiser evaluations per step (MIRROR: half the batch, two masks each), several
-    seeds, exact evaluation (theory.elbo.exact_evaluation) along the way: ELBO gap (the NLL bound minus
-    the entropy, nats / sequence) and eps_learning, with their spread across seeds.
+(c) Training a tabular denoiser on the Dirichlet language with each estimator's hooks (synthetic.train),
+    with Adam (the toolkit's default; the paper uses AdamW) and with plain SGD: the same number of denoiser
+    evaluations per step (MIRROR: half the batch, two masks each), several seeds, exact evaluation
+    (theory.elbo.exact_evaluation) along the way: ELBO gap (the NLL bound minus the entropy, nats /
+    sequence) and eps_learning, with their spread across seeds.
 
 Writes variance_reduction.{csv,png,json} (a), variance_reduction_eps.csv, variance_reduction_pstar.{csv,png}
 (b), variance_reduction_training.{csv,png} and variance_reduction_summary.csv (c) under --out.
@@ -48,6 +49,10 @@ TRAIN_METHODS = ["standard", "standard (eps=0)", "StraTS", "MIRROR", "ISAD", "P-
 # --quick trains one method per hook kind (each method compiles its own training step): uniform t, stratified
 # t, token-IS masks, and the P-POTS proposal with MIRROR's masks (the others combine the same hooks)
 TRAIN_METHODS_QUICK = ["standard", "StraTS", "ISAD", "P-POTS+MIRROR"]
+#: (c)'s optimizers: Adam (synthetic.train's default for the tabular model: lr 5e-2, warm-up, cosine; the paper
+#: fine-tunes with AdamW) and plain SGD (lr 10, cosine decay to 5%), where the gradient noise is not normalised
+OPTIMIZERS = ["adam", "sgd"]
+SGD_LR = 10.0
 PAPER = {
     "accuracy_gain": "+7.0 / +8.0 / +8.4 accuracy points (P-POTS+MIRROR vs standard; OpenScience, GSM8K, HiTab)",
     "seeds": "P-POTS+MIRROR's worst of 3 seeds beats standard's best",
@@ -213,30 +218,42 @@ def train_hooks(q, quick: bool, seed: int) -> dict:
     }
 
 
-def train_one(q, evaluation, hook, run_seed: int, seed: int, steps: int, eval_every: int):
-    """One training run (its init and data keys depend only on (seed, run_seed): common to every method)."""
+@lru_cache(maxsize=4)
+def optimizer(name: str, steps: int):
+    """None (synthetic.train's default Adam) or SGD with cosine decay; one object per run (one compilation)."""
+    import optax
+
+    if name == "adam":
+        return None
+    return optax.sgd(optax.cosine_decay_schedule(SGD_LR, steps, alpha=0.05))
+
+
+def train_one(q, evaluation, hook, run_seed: int, seed: int, steps: int, eval_every: int, opt: str = "adam"):
+    """One training run (its init and data keys depend only on (seed, run_seed): common to every method and
+    optimizer)."""
     from synthetic.models import init_denoiser
     from synthetic.train import train
 
     est, eps, batch = hook
     den = init_denoiser("tabular", q.vocab_size, q.length, key=_common.point_key(seed, 5, run_seed))
     _, hist = train(den, q, key=_common.point_key(seed, 6, run_seed), steps=steps, batch_size=batch,
-                    t_sampler=est.t_sampler(eps), mask_sampler=est.mask_sampler(), evaluation=evaluation,
-                    eval_every=eval_every, progress=False)  # fmt: skip
+                    optimizer=optimizer(opt, steps), t_sampler=est.t_sampler(eps), mask_sampler=est.mask_sampler(),
+                    evaluation=evaluation, eval_every=eval_every, progress=False)  # fmt: skip
     return hist
 
 
 def summarize(train_frame):
-    """Final ELBO gap and eps_learning per method: mean, sd, min, max across seeds; paired wins vs standard."""
+    """Final ELBO gap and eps_learning per (optimizer, method): mean, sd, min, max across seeds; paired
+    differences and wins vs standard with the same optimizer."""
     import numpy as np
     import pandas as pd
 
     last = train_frame[train_frame.step == train_frame.step.max()]
-    base = last[last.method == "standard"].set_index("run")
     rows = []
-    for m in dict.fromkeys(train_frame.method):
-        f = last[last.method == m].set_index("run")
-        row = {"method": m, "seeds": len(f)}
+    for opt, m in dict.fromkeys(zip(train_frame.optimizer, train_frame.method)):
+        base = last[(last.optimizer == opt) & (last.method == "standard")].set_index("run")
+        f = last[(last.optimizer == opt) & (last.method == m)].set_index("run")
+        row = {"optimizer": opt, "method": m, "seeds": len(f)}
         for col in ("elbo_gap", "eps_learning", "elbo"):
             v = f[col].to_numpy()
             row |= {f"{col}_mean": v.mean(), f"{col}_sd": v.std(ddof=1) if v.size > 1 else float("nan"),
@@ -291,11 +308,15 @@ def main(argv=None):
     evaluation = elbo.exact_evaluation(q)
     hooks = train_hooks(q, quick, seed)
     curves = []
-    for m in _common.progress(TRAIN_METHODS_QUICK if quick else TRAIN_METHODS, "(c) methods"):
+    runs = [(o, m) for o in OPTIMIZERS for m in (TRAIN_METHODS_QUICK if quick else TRAIN_METHODS)]
+    if quick:  # SGD is only another optax object: one method (one more compilation)
+        runs = [(o, m) for o, m in runs if o == "adam" or m == "standard"]
+    for opt, m in _common.progress(runs, "(c) optimizer x method"):
         for r in range(n_seeds):
-            h = train_one(q, evaluation, hooks[m], r, seed, steps, eval_every)
+            h = train_one(q, evaluation, hooks[m], r, seed, steps, eval_every, opt)
             h.insert(0, "run", r)
             h.insert(0, "method", m)
+            h.insert(0, "optimizer", opt)
             h["evaluations"] = h.step * BATCH  # denoiser calls so far (equal across methods)
             curves.append(h)
     train_frame = pd.concat(curves, ignore_index=True)
@@ -308,6 +329,8 @@ def main(argv=None):
         "quick": quick, "seed": seed, "eps": EPS, "eps_sweep": EPS_SWEEP, "batch": BATCH,
         "partly_trained_steps": partial, "pilot_grid": PILOT_GRID, "pilot_per_point": PILOT_PER_POINT,
         "train_steps": steps, "train_seeds": n_seeds, "eval_every": eval_every, "model": "tabular",
+        "optimizers": {"adam": "synthetic.train default (lr 5e-2, 5% warm-up, cosine to 5%)",
+                       "sgd": f"optax.sgd, lr {SGD_LR}, cosine decay to 5%"},
         "train_language": f"dirichlet(V={q.vocab_size}, L={q.length}, concentration=0.5)",
         "languages": {lang: f"V={j.vocab_size}, L={j.length}" for lang, j in languages(quick, seed)},
         "standard_shares_exact_denoiser": {
@@ -397,27 +420,33 @@ def figure_pstar(pstar, eps_frame, plt):
 
 
 def figure_training(train_frame, summary, plt):
-    """(c) ELBO gap and eps_learning vs denoiser calls (median and min-max band over seeds); final values per seed."""
+    """(c) one row per optimizer: ELBO gap and eps_learning vs denoiser calls (median, min-max band over seeds);
+    final ELBO gap per seed."""
     import numpy as np
 
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
-    methods = list(dict.fromkeys(train_frame.method))
-    for i, m in enumerate(methods):
-        f = train_frame[train_frame.method == m]
-        for ax, col in zip(axes[:2], ("elbo_gap", "eps_learning")):
-            g = f.groupby("evaluations")[col]
-            x = np.asarray(g.median().index)
-            ax.plot(x, g.median(), color=_common.series_color(i), label=m, lw=1.2)
-            ax.fill_between(x, g.min(), g.max(), color=_common.series_color(i), alpha=0.12)
-            ax.set_yscale("log")
-            ax.set_xlabel("denoiser calls")
-            ax.set_ylabel(f"{col} (median, min-max over seeds)")
-        last = f[f.step == f.step.max()]
-        axes[2].plot(np.full(len(last), i) + np.linspace(-0.2, 0.2, len(last)), last.elbo_gap, "o", ms=3,
-                     color=_common.series_color(i))  # fmt: skip
-    axes[2].set_xticks(range(len(methods)), methods, rotation=45, ha="right", fontsize=7)
-    axes[2].set_ylabel("final ELBO gap per seed (nats / sequence)")
-    axes[0].legend(fontsize=7)
+    opts = list(dict.fromkeys(train_frame.optimizer))
+    fig, axes = plt.subplots(len(opts), 3, figsize=(14, 3.8 * len(opts)), squeeze=False)
+    colors = {m: _common.series_color(i) for i, m in enumerate(TRAIN_METHODS)}
+    for row, opt in zip(axes, opts):
+        tf = train_frame[train_frame.optimizer == opt]
+        methods = list(dict.fromkeys(tf.method))
+        for i, m in enumerate(methods):
+            f = tf[tf.method == m]
+            for ax, col in zip(row[:2], ("elbo_gap", "eps_learning")):
+                g = f.groupby("evaluations")[col]
+                x = np.asarray(g.median().index)
+                ax.plot(x, g.median(), color=colors[m], label=m, lw=1.2)
+                ax.fill_between(x, g.min(), g.max(), color=colors[m], alpha=0.12)
+                ax.set_yscale("log")
+                ax.set_xlabel("denoiser calls")
+                ax.set_ylabel(f"{col} (median, min-max)")
+                ax.set_title(opt, fontsize=9)
+            last = f[f.step == f.step.max()]
+            row[2].plot(np.full(len(last), i) + np.linspace(-0.2, 0.2, len(last)), last.elbo_gap, "o", ms=3,
+                        color=colors[m])  # fmt: skip
+        row[2].set_xticks(range(len(methods)), methods, rotation=45, ha="right", fontsize=7)
+        row[2].set_ylabel(f"final ELBO gap per seed ({opt})")
+        row[0].legend(fontsize=7)
     fig.tight_layout()
     return fig
 
