@@ -31,6 +31,7 @@ for the jitted Monte-Carlo sampler) and is run with :func:`theory.anyprocess.exa
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -78,16 +79,17 @@ def prefix_filter_joint(joint: Joint, states, tau: float = 0.0) -> np.ndarray:
     return flags
 
 
-def _block_prefix_flags(block_cyl, states, V: int, b: int, tau, factor: bool):
-    """Flags (B, L) of the block filters on a block language (JAX): per block, greedy over its b tokens."""
+def _block_prefix_flags(block_cyl, states, V: int, b: int, tau, factor):
+    """Flags (B, L) of the block filters on a block language (JAX): per block, greedy over its b tokens
+    ("prefix"), or every clean token of an impossible block ("factor"); ``factor`` is a (traced) bool, so
+    both filters share one compilation."""
     B, L = states.shape
     m = L // b
     blocks = states.reshape(B * m, b)
     st_np = (V + 1) ** np.arange(b - 1, -1, -1, dtype=np.int64)
     st = jnp.asarray(st_np)
-    if factor:
-        impossible = block_cyl[blocks.astype(jnp.int64) @ st] <= 0  # (B m,)
-        return (impossible[:, None] & (blocks != V)).reshape(B, L)
+    impossible = block_cyl[blocks.astype(jnp.int64) @ st] <= 0  # (B m,)
+    factor_flags = (impossible[:, None] & (blocks != V)).reshape(B, L)
     kept = jnp.full((B * m,), V * int(st_np.sum()), jnp.int64)
     flags = []
     for j in range(b):
@@ -96,7 +98,7 @@ def _block_prefix_flags(block_cyl, states, V: int, b: int, tau, factor: bool):
         ok = clean & (block_cyl[jnp.where(clean, cand, kept)] > tau * block_cyl[kept])
         flags.append(clean & ~ok)
         kept = jnp.where(ok, cand, kept)
-    return jnp.stack(flags, axis=1).reshape(B, L)
+    return jnp.where(factor, factor_flags, jnp.stack(flags, axis=1).reshape(B, L))
 
 
 def _ngram_prefix_flags(init, cond, states, V: int, n: int, tau):
@@ -165,7 +167,7 @@ def local_block_denoiser(lang: BlockLanguage) -> LocalBlockDenoiser:
     return LocalBlockDenoiser(lang.block.denoiser(), lang.num_blocks, lang.vocab_size, lang.length)
 
 
-@register_dataclass(data_fields=("mdm", "denoiser", "block_cyl", "init", "cond", "tau"))
+@register_dataclass(data_fields=("mdm", "denoiser", "block_cyl", "init", "cond", "tau", "factor"))
 @dataclass(frozen=True, eq=False)
 class SelfCorrecting:
     """Plain-MDM draft, then remask-and-refill with exact conditionals (module docstring; build with
@@ -183,8 +185,8 @@ class SelfCorrecting:
     init: jax.Array
     cond: jax.Array
     tau: float
+    factor: jax.Array  # bool (): the "factor" filter (else "prefix"); traced, so both share a compilation
     kind: str  # "block" | "ngram"
-    filter: str
     block_length: int
     order: int
     vocab_size: int
@@ -194,12 +196,17 @@ class SelfCorrecting:
     def num_steps(self) -> int:
         return self.mdm.num_steps
 
+    @property
+    def filter(self) -> str:
+        """ "factor" or "prefix" (host side only)."""
+        return "factor" if bool(self.factor) else "prefix"
+
     def flags(self, states):
         """Clean positions the filter remasks: (B, L) int states -> (B, L) bool (JAX)."""
         states = jnp.asarray(states)
         if self.kind == "block":
             return _block_prefix_flags(
-                self.block_cyl, states, self.vocab_size, self.block_length, self.tau, self.filter == "factor"
+                self.block_cyl, states, self.vocab_size, self.block_length, self.tau, self.factor
             )
         return _ngram_prefix_flags(self.init, self.cond, states, self.vocab_size, self.order, self.tau)
 
@@ -272,7 +279,8 @@ def self_correcting(
     z1 = jnp.zeros(1)
     if isinstance(lang, BlockLanguage):
         cyl = lang.block.denoiser().cyl
-        return SelfCorrecting(mdm, den, cyl, z1, z1, float(tau), "block", filter, lang.block_length, 0, V, L)
+        fac = jnp.asarray(filter == "factor")
+        return SelfCorrecting(mdm, den, cyl, z1, z1, float(tau), fac, "block", lang.block_length, 0, V, L)
     if isinstance(lang, NGram):
         if filter == "factor":
             raise ValueError(
@@ -280,7 +288,7 @@ def self_correcting(
                 "violated windows can leave an impossible visible state, where the exact conditionals are uniform)."
             )
         return SelfCorrecting(
-            mdm, den, z1, jnp.asarray(lang.init), jnp.asarray(lang.cond), float(tau), "ngram", filter, 0,
+            mdm, den, z1, jnp.asarray(lang.init), jnp.asarray(lang.cond), float(tau), jnp.asarray(False), "ngram", 0,
             lang.order, V, L,
         )  # fmt: skip
     raise TypeError(f"self_correcting needs a BlockLanguage or an NGram, got {type(lang).__name__}.")
@@ -812,3 +820,266 @@ def circuit_prompt(circuit: Circuit, inputs) -> np.ndarray:
     if x.shape != (circuit.num_inputs,):
         raise ValueError(f"inputs must have shape ({circuit.num_inputs},), got {x.shape}.")
     return np.concatenate([x, np.full(circuit.length - circuit.num_inputs, circuit.vocab_size)])
+
+
+# ================================ (b) a tiny parity model trained on length-2 examples ==================
+#: Head features: the first token a in {0, 1, M} times the second b in {0, 1, M, none} (length 1).
+PARITY_HEAD_FEATURES = 12
+#: Head outputs (logits): token at position 0 (3: 0, 1, M), token at position 1 (3), bits of position 0
+#: (remask, insert, delete), bits of position 1.
+PARITY_HEAD_OUTPUTS = 12
+
+
+def parity_head_index(tokens, lengths):
+    """Feature index a * 4 + b of each sequence's head (a = tokens[0], b = tokens[1] or 3 if length 1).
+
+    numpy or JAX arrays: tokens (B, Lmax) over {0, 1, 2 = M}, lengths (B,) >= 1."""
+    xp = jnp if isinstance(tokens, jax.Array) else np
+    a = xp.clip(tokens[:, 0], 0, 2)
+    b = xp.where(lengths >= 2, xp.clip(tokens[:, 1], 0, 2), 3) if tokens.shape[1] >= 2 else xp.full_like(a, 3)
+    return a * 4 + b
+
+
+def parity_length2_transitions():
+    """The supervised state-transition tuples of the sequential elimination rule on every length-2 input
+    (Yang2025's training data for parity): every state reached from (a, b) in {0, 1}^2, plus the final
+    length-1 states. Returns (features (S,), token labels (S, 2) in {0, 1, M}, bit labels (S, 6) float)."""
+    states = set()
+    for x in itertools.product((0, 1), repeat=2):
+        z = np.array(x)
+        while True:
+            states.add(tuple(int(t) for t in z))
+            y, bits = _parity_seq_np(z[None])
+            nz = np.asarray(_apply_np(z, y[0], bits[0]))
+            if nz.tolist() == z.tolist():
+                break
+            z = nz
+    feats, toks, bits_out = [], [], []
+    for s in sorted(states):
+        z = np.array(s)[None]
+        y, bits = _parity_seq_np(np.pad(z, ((0, 0), (0, 2 - z.shape[1])), constant_values=_M2))
+        if z.shape[1] == 1:  # a length-1 state: the rule does nothing (the fixed point)
+            y, bits = np.full((1, 2), _M2), np.zeros((1, 2, 3), bool)
+        feats.append(int(parity_head_index(z, np.array([z.shape[1]]))[0]))
+        toks.append(y[0, :2])
+        bits_out.append(bits[0, :2].reshape(6))
+    return np.array(feats), np.array(toks), np.array(bits_out, dtype=np.float64)
+
+
+def _apply_np(z, y, bits):
+    from theory.anyprocess import apply_transition
+
+    return apply_transition(z, y, bits, 2)
+
+
+@register_dataclass(data_fields=("weights", "greedy"))
+@dataclass(frozen=True, eq=False)
+class ParityHeadModel:
+    """A tiny AP-MDM for parity: a softmax / logistic regression from the head features
+    (:func:`parity_head_index`, 12 one-hot) to the controls of the first two positions; every later
+    position predicts M with no bits (architecture: the model reads and writes the head only, as the
+    elimination rule needs). ``weights`` (12, 12); ``greedy``: argmax tokens and bits > 1/2 instead of
+    sampling from the model's probabilities. Train with :func:`train_parity_head`.
+
+    Length generalisation is partly built in: the head states of a long run are the head states of a
+    length-2 run, so a model right on the length-2 states is right at every length (greedy); sampled,
+    each of the ~2n decisions errs with the model's residual probability.
+    """
+
+    weights: jax.Array
+    greedy: Any = True  # bool, traced inside jit: both decodings share one compilation
+    vocab_size: int = 2
+
+    def _probs(self, idx, xp):
+        logits = xp.asarray(self.weights)[idx]  # (B, 12)
+        t0, t1, b = logits[:, 0:3], logits[:, 3:6], logits[:, 6:12]
+        hard_t = xp.stack([_onehot_xp(t0.argmax(-1), 3, xp), _onehot_xp(t1.argmax(-1), 3, xp)], axis=1)
+        hard_b = (b > 0).astype(xp.float64)
+        sm = jax.nn.softmax if xp is jnp else _softmax_np
+        soft_t = xp.stack([sm(t0, axis=-1), sm(t1, axis=-1)], axis=1)
+        soft_b = 1.0 / (1.0 + xp.exp(-b))
+        g = xp.asarray(self.greedy)
+        return xp.where(g, hard_t, soft_t), xp.where(g, hard_b, soft_b).reshape(-1, 2, 3)  # (B, 2, 3) each
+
+    def branches(self, states, n):
+        z = np.asarray(states, dtype=np.int64)
+        K, L = z.shape
+        tph, bph = self._probs(parity_head_index(z, np.full(K, L)), np)
+        tp, bp = _mask_onehot_np((K, L), 3), np.zeros((K, L, 3))
+        h = min(L, 2)
+        tp[:, :h], bp[:, :h] = np.asarray(tph)[:, :h], np.asarray(bph)[:, :h]
+        return np.arange(K), np.ones(K), tp, bp
+
+    def step(self, keys, tokens, lengths, n):
+        B, Lmax = tokens.shape
+        tph, bph = self._probs(parity_head_index(tokens, lengths), jnp)
+        h = min(Lmax, 2)
+        live = (jnp.arange(h)[None, :] < lengths[:, None])[..., None]
+        tp = jnp.zeros((B, Lmax, 3)).at[..., 2].set(1.0).at[:, :h].set(jnp.where(live, tph[:, :h], jnp.eye(3)[2]))
+        bp = jnp.zeros((B, Lmax, 3)).at[:, :h].set(jnp.where(live, bph[:, :h], 0.0))
+        return tp, bp
+
+
+def _onehot_xp(idx, n, xp):
+    return (idx[..., None] == xp.arange(n)).astype(xp.float64)
+
+
+def _softmax_np(x, axis=-1):
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def _mask_onehot_np(shape, V1):
+    tp = np.zeros(shape + (V1,))
+    tp[..., V1 - 1] = 1.0
+    return tp
+
+
+def parity_head_loss(weights, feats, toks, bits):
+    """Yang2025's supervised loss on transition tuples: token cross-entropy (positions 0 and 1) plus one
+    binary cross-entropy per control bit, averaged over the tuples."""
+    logits = weights[feats]
+    ce = 0.0
+    for j in range(2):
+        lp = jax.nn.log_softmax(logits[:, 3 * j : 3 * j + 3], axis=-1)
+        ce = ce - jnp.take_along_axis(lp, toks[:, j : j + 1], axis=1)[:, 0]
+    b = logits[:, 6:12]
+    bce = jnp.sum(jnp.logaddexp(0.0, b) - bits * b, axis=-1)  # -log sigmoid(+-b)
+    return jnp.mean(ce + bce)
+
+
+def train_parity_head(key, *, steps: int = 500, learning_rate: float = 0.5) -> tuple:
+    """Train :class:`ParityHeadModel` weights with Adam on :func:`parity_length2_transitions` (full batch,
+    init N(0, 0.01^2)). Returns (weights (12, 12), final loss)."""
+    import optax
+
+    feats, toks, bits = (jnp.asarray(a) for a in parity_length2_transitions())
+    w = 0.01 * jax.random.normal(key, (PARITY_HEAD_FEATURES, PARITY_HEAD_OUTPUTS), dtype=jnp.float64)
+    opt = optax.adam(learning_rate)
+    state = opt.init(w)
+
+    def update(_, carry):
+        w, state = carry
+        upd, state = opt.update(jax.grad(parity_head_loss)(w, feats, toks, bits), state, w)
+        return optax.apply_updates(w, upd), state
+
+    w, state = jax.jit(lambda c: jax.lax.fori_loop(0, int(steps), update, c))((w, state))
+    return w, float(parity_head_loss(w, feats, toks, bits))
+
+
+# ================================ measurements for experiments/any_process.py ==========================
+def ser_estimate(ok) -> dict:
+    """Monte-Carlo SER from a boolean vector "sample i lies in q's support" (Feng2025: SER = mass outside
+    the support): estimate, binomial standard error, and the two-sided 95% Clopper–Pearson upper end
+    (meaningful when no error is seen: SER = 0 measured means SER <= ser_upper95 at 95%)."""
+    from scipy.stats import beta
+
+    ok = np.asarray(ok, bool)
+    n, k = ok.size, int((~ok).sum())
+    p = k / n
+    upper = float(beta.ppf(0.975, k + 1, n - k)) if k < n else 1.0
+    return {"ser": p, "ser_se": math.sqrt(p * (1 - p) / n), "ser_upper95": upper}
+
+
+def in_support(lang, tokens) -> np.ndarray:
+    """(num,) bool: q(x) > 0 for each generated sequence (a leftover mask is not in the support)."""
+    t = np.asarray(tokens)
+    clean = (t >= 0) & (t < lang.vocab_size)
+    return np.isfinite(np.asarray(lang.log_prob(jnp.asarray(np.where(clean, t, 0))))) & clean.all(1)
+
+
+def _nfe_stats(nfe) -> dict:
+    x = np.asarray(nfe, dtype=np.float64)
+    return {"nfe": float(x.mean()), "nfe_se": float(x.std(ddof=1) / math.sqrt(x.size)) if x.size > 1 else 0.0}
+
+
+def plain_mdm_point(lang, steps: int, *, key, num: int) -> dict:
+    """Feng2025's sampler (RandomOrder, Bernoulli reveal, linear schedule, exact conditionals) by the core
+    Monte-Carlo sampler: {ser, ser_se, ser_upper95, nfe, nfe_se, num}."""
+    from theory.policies import RandomOrder
+    from theory.sampling import sample as core_sample
+
+    s = core_sample(key, lang.denoiser(), RandomOrder(), int(steps), num=int(num), reveal="bernoulli")
+    return {**ser_estimate(in_support(lang, s.tokens)), **_nfe_stats(s.nfe), "num": int(num), "unfinished": 0.0}
+
+
+def self_correction_point(lang, steps: int, *, filter: str, key, num: int, max_rounds: int) -> dict:
+    """An N-step plain-MDM draft then remask-and-refill (:func:`self_correcting`) by the AP-MDM Monte-Carlo
+    sampler, at most N + 2 max_rounds model calls: {ser, ser_se, ser_upper95, nfe, nfe_se, num, unfinished}.
+    Unfinished runs (budget spent) are scored as they are (with masks they count as errors)."""
+    from theory.anyprocess import sample as ap_sample
+
+    sc = self_correcting(lang, int(steps), filter=filter)
+    V, L = lang.vocab_size, lang.length
+    s = ap_sample(key, sc, [V] * L, num=int(num), max_steps=int(steps) + 2 * int(max_rounds), max_length=L)
+    unf = ~np.asarray(s.finished)
+    ok = in_support(lang, s.tokens) & ~unf
+    return {**ser_estimate(ok), **_nfe_stats(s.nfe), "num": int(num), "unfinished": float(unf.mean())}
+
+
+def copy_pairs_closed_forms(length: int, steps: int, max_rounds: int | None = None) -> dict:
+    """[ours] The copy-pairs closed forms at (L, N), linear Bernoulli draft: plain-MDM SER (Feng2025,
+    :func:`theory.bounds.copy_pairs_ser_bernoulli`) and E[NFE] (:func:`copy_pairs_draft_nfe`); remasking
+    with the prefix filter (SER 0, :func:`copy_pairs_prefix_nfe`) and the factor filter (SER = P(more than
+    ``max_rounds`` rounds) = 1 - :func:`copy_pairs_factor_rounds_cdf`, E[NFE] :func:`copy_pairs_factor_nfe`
+    for an unlimited budget)."""
+    from theory.schedules import linear, reveal_probs
+
+    rp = reveal_probs(linear(), int(steps))
+    factor_ser = 0.0 if max_rounds is None else 1.0 - float(copy_pairs_factor_rounds_cdf(length, rp, max_rounds))
+    return {
+        "plain MDM": (copy_pairs_ser_bernoulli(length, rp), copy_pairs_draft_nfe(length, rp)),
+        "remask (prefix)": (0.0, copy_pairs_prefix_nfe(length, rp)),
+        "remask (factor)": (factor_ser, copy_pairs_factor_nfe(length, rp)),
+    }
+
+
+def nfe_for_ser(length: int, delta: float) -> dict:
+    """[ours] NFE each method needs on copy pairs to reach SER <= delta (linear Bernoulli schedule):
+    plain MDM: the smallest N of :func:`theory.bounds.copy_pairs_min_steps_linear` and its E[NFE]
+    (Theta(L), Feng2025); remasking after a one-step draft (N = 1): E[NFE] of the prefix filter (<= 3 at
+    every L) and of the factor filter (~ 2 log2 L; SER -> 0 with the number of rounds)."""
+    from theory.bounds import copy_pairs_min_steps_linear
+    from theory.schedules import linear, reveal_probs
+
+    N = copy_pairs_min_steps_linear(length, delta)
+    rp1 = reveal_probs(linear(), 1)
+    return {
+        "plain_mdm_steps": N,
+        "plain MDM": copy_pairs_draft_nfe(length, reveal_probs(linear(), N)),
+        "remask (prefix)": copy_pairs_prefix_nfe(length, rp1),
+        "remask (factor)": copy_pairs_factor_nfe(length, rp1),
+    }
+
+
+def parity_run(x, mode: str) -> dict:
+    """Exact run of :class:`ParityElimination` on one input: {output, correct, nfe, calls, expected_nfe}."""
+    from theory.anyprocess import exact_law
+
+    x = np.asarray(x, dtype=np.int64)
+    n = x.size
+    pe = ParityElimination(mode)
+    law = exact_law(pe, x, max_steps=2 * n + 2, max_length=n)
+    ((seq, _),) = law.probs.items()
+    return {
+        "output": int(seq[0]) if len(seq) == 1 else -1,
+        "correct": len(seq) == 1 and int(seq[0]) == int(x.sum() % 2),
+        "nfe": float(law.expected_nfe),
+        "calls": float(law.expected_calls),
+        "expected_nfe": pe.expected_nfe(n),
+    }
+
+
+def circuit_run(circuit: Circuit, x, mode: str) -> dict:
+    """Exact run of :func:`circuit_controller` on the prompt of input ``x``: {correct, nfe, depth}."""
+    from theory.anyprocess import exact_law
+
+    cc = circuit_controller(circuit, mode)
+    law = exact_law(cc, circuit_prompt(circuit, x), max_steps=circuit.length + 1, max_length=circuit.length,
+                    stop_when_clean=True)  # fmt: skip
+    ((seq, _),) = law.probs.items()
+    return {
+        "correct": bool((np.array(seq) == circuit.evaluate(x)).all()),
+        "nfe": float(law.expected_nfe),
+        "depth": circuit.depth(),
+    }

@@ -1,13 +1,17 @@
 """Yang2025 (issue 13): the AP-MDM transition rule, its exact law and Monte-Carlo sampler, the plain-MDM
 equivalence, and the controllers of synthetic/controllers.py (self-correction, parity, Dyck, parallel time)."""
 
+import importlib.util
 import itertools
+import json
 import math
 from functools import partial
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -490,3 +494,111 @@ def test_self_correction_mc_large_L(L):
     add = wc.additive_ngram(2, L)
     s = ap.sample(jax.random.PRNGKey(2), C.self_correcting(add, N), [2] * L, num=num, max_steps=N + 4, max_length=L)
     assert s.finished.all() and np.isfinite(np.asarray(add.log_prob(s.tokens))).all() and (s.nfe <= N + 2).all()
+
+
+# ---- the script: one quick run per module, its numbers recomputed through the library ------------------------
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("any_process", ROOT / "experiments" / "any_process.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    out = tmp_path_factory.mktemp("any_process_quick")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MDM_NO_PROGRESS", "1")
+    try:
+        res = _load_script().main(["--quick", "--out", str(out)])
+    finally:
+        mp.undo()
+    return out, res
+
+
+def _csv(folder, what):
+    return pd.read_csv(Path(folder) / f"any_process_{what}.csv")
+
+
+def test_quick_writes_tidy_outputs(quick):
+    out, res = quick
+    for f in ("self_correction", "parity", "dyck", "parallel_time"):
+        for ext in ("csv", "png"):
+            assert (out / f"any_process_{f}.{ext}").stat().st_size > 0, (f, ext)
+    meta = json.loads((out / "any_process.json").read_text())
+    assert meta["quick"] is True and meta["seed"] == 0
+    sc = _csv(out, "self_correction")
+    assert not sc.duplicated(["language", "length", "steps", "method", "source"]).any()
+    assert set(zip(sc.language, sc.method, sc.source)) == {
+        ("copy pairs", m, s) for m in ("plain MDM", "remask (prefix)", "remask (factor)") for s in ("mc", "closed form")
+    }  # the additive n-gram runs in the default only
+    assert_close(sc.nfe.to_numpy(), res["self_correction"].nfe.to_numpy(), rtol=1e-11)  # the CSV is what was measured
+
+
+def test_quick_self_correction_rows(quick):
+    """Remasking: SER = 0 measured; copy-pairs MC NFE within 4 SE of the closed form, SE = the larger of the
+    sample SE and the exact SE of the correction term 2 x Bernoulli(SER_MDM) (the sample SE is 0 when every draft
+    failed); plain MDM's MC SER within 4 binomial SE of Feng2025's closed form; an MC row recomputed through the
+    library with its key."""
+    out, res = quick
+    sc = _csv(out, "self_correction")
+    mc = sc[sc.source == "mc"]
+    assert (mc[mc.method != "plain MDM"].ser == 0).all() and (mc.unfinished == 0).all()
+    for _, r in mc[mc.language == "copy pairs"].iterrows():
+        cfs = C.copy_pairs_closed_forms(int(r.length), int(r.steps), 40)
+        cf, p = cfs[r.method], cfs["plain MDM"][0]
+        assert abs(r.ser - cf[0]) <= 4 * math.sqrt(cf[0] * (1 - cf[0]) / r.num) + 1e-12, r.to_dict()
+        se = max(r.nfe_se, 2 * math.sqrt(p * (1 - p) / r.num)) if r.method != "plain MDM" else r.nfe_se
+        assert abs(r.nfe - cf[1]) <= 4 * se + 1e-9, r.to_dict()
+    rp = S.reveal_probs(S.linear(), 4)
+    r = sc[(sc.source == "closed form") & (sc.method == "plain MDM") & (sc.steps == 4)].iloc[0]
+    assert_close(r.ser, 1 - (1 - 0.5 * np.sum(B.unconditional_reveal_probs(rp) ** 2)) ** (r.length // 2), rtol=1e-12)
+    assert_close(r.ser, 1 - (1 - 1 / 8) ** (r.length // 2), rtol=1e-12)  # linear schedule: 1 - (1 - 1/(2N))^{L/2}
+    import _common  # on sys.path once the script is loaded
+
+    r = mc[(mc.language == "copy pairs") & (mc.method == "remask (factor)") & (mc.steps == 4)].iloc[0]
+    key = _common.point_key(0, 1, 2, 1, int(r.length), 4)  # (seed, FIG_SC, 1 + filter index, copy pairs, L, N)
+    again = C.self_correction_point(wc.copy_pairs(int(r.length)), 4, filter="factor", key=key, num=int(r.num),
+                                    max_rounds=40)  # fmt: skip
+    assert again["nfe"] == r.nfe and again["nfe_se"] == pytest.approx(r.nfe_se, rel=1e-10)
+
+
+def test_quick_growth_rows(quick):
+    """The measured growth of the NFE needed for SER <= delta: plain MDM linear in L (log-log slope ~ 1, Feng2025),
+    remasking with the prefix filter bounded (N = 1 draft: <= 3), with the factor filter + ~2 NFE per doubling."""
+    _, res = quick
+    g = res["settings"]["summary"]["nfe_growth"]
+    for delta in (0.5, 0.1):
+        assert abs(g[f"delta={delta:g} plain MDM"]["loglog_slope"] - 1) < 0.02
+        assert g[f"delta={delta:g} remask (prefix)"]["nfe_at_max_length"] <= 3
+        assert abs(g[f"delta={delta:g} remask (factor)"]["nfe_per_doubling"] - 2) < 0.05
+    gr = res["growth"]
+    r = gr[(gr.method == "plain MDM") & (gr.delta == 0.5)].iloc[-1]
+    assert r.draft_steps == B.copy_pairs_min_steps_linear(int(r.length), 0.5)
+
+
+def test_quick_parity_dyck_parallel_rows(quick):
+    out, res = quick
+    par = _csv(out, "parity")
+    rules = par[par.model.str.startswith("rule")]
+    assert (rules.accuracy == 1).all() and (rules.nfe == rules.expected_nfe).all()
+    allin = rules[rules.inputs == "all"]
+    assert (allin.groupby("length").num.first() == 2 ** allin.groupby("length").num.first().index).all()
+    greedy = par[par.model == "trained on length 2 (greedy)"]
+    assert (greedy.accuracy == 1).all() and (greedy.nfe == 2 * (greedy.length - 1)).all()
+    assert res["settings"]["summary"]["parity_head"]["head_final_loss"] < 0.05
+    dy = _csv(out, "dyck")
+    assert dy.equal.all() and (dy.unfinished == 0).all()
+    for k, g in dy.groupby("k"):
+        assert g.sort_values("length").enumerated.tolist() == tree_walk_counts(int(k), int(g.max_pairs.iloc[0]))
+    assert res["settings"]["summary"]["dyck_mc"]["fraction_in_dyck"] == 1.0
+    pt = _csv(out, "parallel_time")
+    assert pt.correct.all() and (pt.steps == pt.formula_steps).all()
+    lg = np.ceil(np.log2(pt.n.clip(lower=1))).astype(int)
+    mdm = pt[pt.method.str.startswith("MDM")]
+    assert (mdm.steps == lg[mdm.index]).all()  # ceil(log2 n) + c with c = 0 (inputs in the prompt)
+    ar = pt[pt.method.str.startswith("AR")]
+    assert (ar.steps == ar.n - 1).all()

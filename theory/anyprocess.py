@@ -606,7 +606,7 @@ def random_table_controller(seed: int, vocab_size: int, *, remask: float = 0.3, 
     return TableController(jnp.asarray(tt), jnp.asarray(bt), V)
 
 
-@register_dataclass(data_fields=("denoiser", "policy", "plan_values"))
+@register_dataclass(data_fields=("denoiser", "policy", "plan_values", "num_steps"))
 @dataclass(frozen=True, eq=False)
 class MDMController:
     """Plain MDM sampling as an AP-MDM controller: remask, insert and delete are never set.
