@@ -66,7 +66,7 @@ def settings(quick: bool) -> dict:
     return dict(
         sc_lengths=[16, 64, 256, 1024, 4096],
         sc_steps=[1, 4, 8],
-        mdm_steps=[1, 4, 16, 64, 256, 1024, 4096],
+        mdm_steps=[1, 4, 16, 64, 256],  # MC; the closed form covers every N (MC at N = L, L = 4096: minutes)
         add_lengths=[16, 64, 256, 1024],
         add_steps=[1, 4, 8],
         num=400,
@@ -110,7 +110,8 @@ def self_correction_rows(cfg, seed: int) -> list[dict]:
         pt = C.plain_mdm_point(lang, N, key=key, num=cfg["num"])
         rows.append(dict(language=name, length=L, steps=N, method="plain MDM", source="mc", **pt))
     for L in cfg["sc_lengths"]:
-        for N in sorted(set(cfg["sc_steps"]) | {n for n in cfg["mdm_steps"] if n <= L}):
+        dense = {2**j for j in range(0, int(math.log2(4 * L)) + 1)}  # closed forms: N = 1 .. 4L
+        for N in sorted(set(cfg["sc_steps"]) | dense):
             cf = C.copy_pairs_closed_forms(L, N, cfg["max_rounds"])
             for m in SC_METHODS:
                 if m != "plain MDM" and N not in cfg["sc_steps"]:
@@ -154,6 +155,7 @@ def growth_summary(growth) -> dict:
 def plot_self_correction(sc, growth):
     import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.lines import Line2D
 
     fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
     marks = {"plain MDM": "o", "remask (prefix)": "s", "remask (factor)": "^"}
@@ -164,24 +166,29 @@ def plot_self_correction(sc, growth):
             col = _common.series_color(i)
             cf = d[(d.length == L) & (d.source == "closed form") & (d.method == "plain MDM")].sort_values("nfe")
             if len(cf):
-                ax.plot(cf.nfe, cf.ser, color=col, lw=1.1, label=f"L={L} plain MDM, closed form")
+                ax.plot(cf.nfe, cf.ser, color=col, lw=1.1)
             for m in SC_METHODS:
                 g = d[(d.length == L) & (d.source == "mc") & (d.method == m)].sort_values("nfe")
                 if not len(g):
                     continue
                 ax.errorbar(g.nfe, g.ser, xerr=Z95 * g.nfe_se, yerr=Z95 * g.ser_se, fmt=marks[m], ms=4,
                             mfc="none" if m != "plain MDM" else col, color=col, capsize=2, lw=0.8,
-                            ls="none" if len(cf) or m != "plain MDM" else "-",
-                            label=f"L={L} {m}, MC")  # fmt: skip
+                            ls="none" if len(cf) or m != "plain MDM" else "-")  # fmt: skip
         ax.set_xscale("log", base=2)
         ax.set_ylim(-0.03, 1.03)
         ax.set_xlabel("NFE (model calls that change the sequence)")
         ax.set_ylabel("SER")
         ax.set_title(f"{name}: SER vs NFE (remasking: SER = 0 measured)")
-        if len(d):
-            ax.legend(fontsize=5, ncol=2, loc="upper right")
-        else:
+        if not len(d):
             ax.text(0.5, 0.5, "not run (--quick)", ha="center", transform=ax.transAxes)
+            continue
+        handles = [Line2D([], [], color=_common.series_color(i), lw=2, label=f"L = {L}") for i, L in enumerate(Ls)]
+        if (d.source == "closed form").any():
+            handles.append(Line2D([], [], color="0.3", lw=1.1, label="plain MDM, closed form (Feng2025)"))
+        handles += [Line2D([], [], color="0.3", marker=marks[m], ls="none", mfc="0.3" if m == "plain MDM" else "none",
+                           label=f"{m}, MC (draft N = 1, 4, 8)" if m != "plain MDM" else f"{m}, MC")
+                    for m in SC_METHODS if (d.method == m).any()]  # fmt: skip
+        ax.legend(handles=handles, fontsize=6.5, loc="center right")
     ax = axes[1]
     dels = sorted(growth.delta.unique())
     for m, ls in zip(SC_METHODS, ("-", "--", ":")):
@@ -271,6 +278,7 @@ def plot_parity(par):
         ax.plot(g.length, g.nfe, "o", mfc="none", color=col, ms=4, label=f"{mode}: exact NFE")
     ax.set_xscale("log", base=2)
     ax.set_yscale("symlog", base=2, linthresh=1)
+    ax.set_ylim(bottom=0)
     ax.set_xlabel("input length n")
     ax.set_ylabel("NFE")
     ax.set_title("parity by deletion: exact step counts (all correct)")
@@ -281,7 +289,7 @@ def plot_parity(par):
         ax.errorbar(g.length, g.accuracy, yerr=Z95 * g.accuracy_se, fmt="o-", ms=4, capsize=2, lw=1,
                     color=_common.series_color(2 + i), label=m)  # fmt: skip
     ax.axvline(2, color="0.6", lw=0.8, ls=":")
-    ax.text(2.1, 0.05, "training length", fontsize=7, color="0.4")
+    ax.text(2.1, 0.5, "training length", fontsize=7, color="0.4")
     ax.set_xscale("log", base=2)
     ax.set_ylim(-0.03, 1.05)
     ax.set_xlabel("test length n")
@@ -332,7 +340,15 @@ def plot_dyck(dy):
     for i, ((k, _), g) in enumerate(groups):
         x = g.length.to_numpy() + (i - len(groups) / 2) * wdt
         col = _common.series_color(i)
-        ax.bar(x, g.enumerated, width=wdt, color=col, alpha=0.35, label=f"k={k}: enumerated two-sided Dyck-k")
+        ax.bar(
+            x,
+            g.enumerated,
+            width=wdt,
+            align="center",
+            color=col,
+            alpha=0.35,
+            label=f"k={k}: enumerated two-sided Dyck-k",
+        )
         ax.plot(x, g.generated, "x", color=col, ms=7, label=f"k={k}: generator support (exact law)")
     ax.set_yscale("log")
     ax.set_xlabel("word length")
@@ -386,10 +402,12 @@ def plot_parallel_time(pt):
     for i, (m, g) in enumerate(pt.groupby("method", sort=False)):
         g = g.sort_values("n")
         col = _common.series_color(i)
-        ax.plot(g.n, g.formula_steps, color=col, lw=1, label=f"{m}: {g.formula.iloc[0]}")
-        ax.plot(g.n, g.steps, "o", mfc="none", color=col, ms=3.5)
+        ls, mk = ("--", "x") if "prefix" in m else ("-", "o")  # prefix sums and the parity tree coincide
+        ax.plot(g.n, g.formula_steps, color=col, lw=1, ls=ls, label=f"{m}: {g.formula.iloc[0]}")
+        ax.plot(g.n, g.steps, mk, mfc="none", color=col, ms=3.5)
     ax.set_xscale("log", base=2)
     ax.set_yscale("symlog", base=2, linthresh=1)
+    ax.set_ylim(bottom=0)
     ax.set_xlabel("n (input bits)")
     ax.set_ylabel("steps (NFE)")
     ax.set_title("Yang2025: parallel time of parity / prefix sums (lines: formula, o: exact run)")

@@ -281,6 +281,32 @@ def test_parity_long_random_inputs(mode, n):
     )
 
 
+def test_parity_length2_training_data_by_hand():
+    """The supervised tuples of length-2 parity, written out by hand (M = 2; bits: remask, insert, delete)."""
+    M = 2
+    want = {  # head (a, b or None) -> (tokens at positions 0, 1; bits of position 0; bits of position 1)
+        (0, 0): ((M, M), (1, 0, 0), (0, 0, 0)), (0, 1): ((M, M), (1, 0, 0), (0, 0, 0)),
+        (1, 0): ((M, M), (0, 0, 0), (1, 0, 0)), (1, 1): ((M, M), (1, 0, 0), (1, 0, 0)),
+        (M, 0): ((M, M), (0, 0, 1), (0, 0, 0)), (M, 1): ((M, M), (0, 0, 1), (0, 0, 0)),
+        (1, M): ((M, M), (0, 0, 0), (0, 0, 1)), (M, M): ((M, 0), (0, 0, 1), (0, 0, 0)),
+        (0, None): ((M, M), (0, 0, 0), (0, 0, 0)), (1, None): ((M, M), (0, 0, 0), (0, 0, 0)),
+    }  # fmt: skip
+    feats, toks, bits = C.parity_length2_transitions()
+    got = {}
+    for f, t, b in zip(feats, toks, bits):
+        a, bb = divmod(int(f), 4)
+        got[(a, None if bb == 3 else bb)] = (tuple(t), tuple(b[:3]), tuple(b[3:]))
+    assert got == want
+    # a hand-set model that puts +-20 on the right logits is the rule at every length (greedy: exactly)
+    w = np.full((12, 12), -20.0)
+    for f, t, b in zip(feats, toks, bits):
+        w[f, [t[0], 3 + t[1]]] = 20.0
+        w[f, 6:] = np.where(b > 0, 20.0, -20.0)
+    for n, x in ((1, [1]), (5, [1, 0, 1, 1, 0]), (9, [1] * 9)):
+        law = ap.exact_law(C.ParityHeadModel(jnp.asarray(w)), x, max_steps=2 * n + 2, max_length=n)
+        assert law.probs == {(sum(x) % 2,): 1.0} and law.expected_nfe == 2 * (n - 1)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", C.PARITY_MODES)
 def test_parity_long_random_inputs_mc(mode):
@@ -602,3 +628,31 @@ def test_quick_parity_dyck_parallel_rows(quick):
     assert (mdm.steps == lg[mdm.index]).all()  # ceil(log2 n) + c with c = 0 (inputs in the prompt)
     ar = pt[pt.method.str.startswith("AR")]
     assert (ar.steps == ar.n - 1).all()
+
+
+def test_committed_rows_recompute():
+    """The committed default-run CSVs (figures/any_process_*.csv): closed-form and exact rows re-derived."""
+    F = ROOT / "figures"
+    sc = pd.read_csv(F / "any_process_self_correction.csv")
+    cf = sc[(sc.source == "closed form") & (sc.length == 64)]
+    for _, r in cf.iterrows():
+        assert_close(np.array([r.ser, r.nfe]), np.array(C.copy_pairs_closed_forms(64, int(r.steps), 40)[r.method]),
+                     rtol=1e-10)  # fmt: skip
+    mc = sc[sc.source == "mc"]
+    assert (mc[mc.method != "plain MDM"].ser == 0).all() and (mc.unfinished == 0).all()
+    pm = mc[(mc.method == "plain MDM") & (mc.language == "copy pairs")]
+    for _, r in pm.iterrows():  # Feng2025's closed form within 4 binomial SE (plus 1 count: SE = 0 at SER = 0 or 1)
+        p = B.copy_pairs_ser_bernoulli(int(r.length), S.reveal_probs(S.linear(), int(r.steps)))
+        assert abs(r.ser - p) <= 4 * math.sqrt(p * (1 - p) / r.num) + 1 / r.num, r.to_dict()
+    par = pd.read_csv(F / "any_process_parity.csv")
+    for _, r in par[(par.inputs == "random") & par.model.str.startswith("rule") & (par.length <= 64)].iterrows():
+        x = np.random.default_rng([0, int(r.length)]).integers(0, 2, int(r.length))
+        got = C.parity_run(x, r.model[6:-1])
+        assert got["correct"] and got["nfe"] == r.nfe == r.expected_nfe
+    assert par[par.model.str.startswith("rule")].accuracy.eq(1).all()
+    dy = pd.read_csv(F / "any_process_dyck.csv")
+    for k, g in dy.groupby("k"):
+        assert g.sort_values("length").enumerated.tolist() == tree_walk_counts(int(k), int(g.max_pairs.iloc[0]))
+    assert dy.equal.all()
+    pt = pd.read_csv(F / "any_process_parallel_time.csv")
+    assert pt.correct.all() and (pt.steps == pt.formula_steps).all() and pt.n.max() >= 1000
