@@ -19,9 +19,14 @@ the sine baseline), checked exactly.
 
 from __future__ import annotations
 
+import importlib.util
+import json
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
@@ -461,3 +466,138 @@ def test_energies_largest_test_instance():
     q = joint_of_kind("dirichlet", 3, 4, 1)
     e = energy.energies(q, schedules.sin2_beta(0.9, 0.3), schedules.beta_weight(0.5, 0.5))
     assert np.isfinite(e.kinetic.value) and e.kinetic.error < 1e-10 * e.kinetic.value
+
+
+# ================================ the script: experiments/energy_schedules.py ========================
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("energy_schedules", ROOT / "experiments" / "energy_schedules.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    out = tmp_path_factory.mktemp("energy_quick")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MDM_NO_PROGRESS", "1")
+    try:
+        res = _load_script().main(["--quick", "--out", str(out)])
+    finally:
+        mp.undo()
+    return out, res
+
+
+def _first_batch_law(probs, L=5):
+    """P(K = k) for K = size of the first non-empty reveal batch (Bernoulli reveal probabilities ``probs``), by
+    hand: sum_n P(nothing revealed before step n) P(Bin(L, r_n) = k)."""
+    from scipy.stats import binom
+
+    out, none = np.zeros(L + 1), 1.0
+    for r in probs:
+        out[1:] += none * binom.pmf(np.arange(1, L + 1), L, r)
+        none *= (1 - r) ** L
+    return out
+
+
+def _tv_target_A(row):
+    """Target A (uniform on aaaaa, bbbbb), exact denoiser, derived by hand: the output is on the support iff the
+    first non-empty reveal batch (k tokens drawn independently, a or b with probability 1/2 each) agrees, with
+    probability 2^(1 - k); afterwards the denoiser is deterministic. By symmetry the mass on the support splits
+    equally, so TV = 1 - E[2^(1 - K)] and, for fixed counts, KL = (k - 1) log 2 with k the first nonzero count."""
+    if row["reveal"] == "fixed":
+        k = next(int(c) for c in str(row["counts"]).split("-") if int(c) > 0)
+        return 1 - 2.0 ** (1 - k), (k - 1) * np.log(2)
+    pk = _first_batch_law(np.asarray(schedules.reveal_probs(schedules.sin2_beta(row["a"], row["b"]), row["steps"])))
+    ks = np.arange(6)
+    return 1 - float((pk[1:] * 2.0 ** (1 - ks[1:])).sum()), None
+
+
+def _check_toy_frame(frame, rows_to_recompute):
+    from theory import metrics
+    from theory.sampling import exact_law
+
+    targets = energy.toy_targets()
+    A = frame[frame.target == "A"]
+    for _, r in A.iterrows():  # every target-A row against the hand derivation
+        tv, kl = _tv_target_A(r)
+        assert_close(r["tv"], tv, rtol=1e-10, atol=1e-12)
+        if kl is not None:
+            assert_close(r["kl"], kl, rtol=1e-10, atol=1e-12)
+    for _, r in frame.iloc[rows_to_recompute].iterrows():  # recomputed through the library
+        s = schedules.sin2_beta(r["a"], r["b"])
+        q = targets[r["target"]]
+        law = exact_law(q, None, int(r["steps"]), reveal=r["reveal"], schedule=s)
+        assert_close(r["kl"], metrics.kl(q.probs, law.probs), rtol=1e-10, atol=1e-12)
+        assert_close(r["tv"], metrics.tv(q.probs, law.probs), rtol=1e-10, atol=1e-12)
+        assert_close(r["energy"], energy.beta_energy(r["a"], r["b"], 1.0, 1.0), rtol=1e-12)
+        counts = "-".join(str(int(k)) for k in schedules.fixed_counts(s, int(r["steps"]), 5))
+        assert r["counts"] == counts
+
+
+def test_script_quick_outputs(quick):
+    out, res = quick
+    for name in ("", "_landscape", "_laws", "_corr"):
+        assert (out / f"energy_schedules{name}.csv").exists() and (out / f"energy_schedules{name}.png").exists()
+    meta = json.loads((out / "energy_schedules.json").read_text())
+    assert meta["steps"] == 3 and meta["reveals"] == ["fixed", "bernoulli"]
+    frame = pd.read_csv(out / "energy_schedules.csv", keep_default_na=False, na_values=[""])
+    # every code path of the default run: both targets, both reveal modes, several N, a step revealing nothing
+    assert set(frame.target) == {"A", "B"} and set(frame.reveal) == {"fixed", "bernoulli"}
+    assert set(frame.steps) == {2, 3} and (frame.zero_steps > 0).any()
+    _check_toy_frame(frame, [0, 5, len(frame) - 1])
+
+
+def test_script_quick_landscape(quick):
+    """(a): the quadrature equals the closed form within its reported error; J = pi^2 exactly at the weight's own
+    parameters and nowhere lower; inf exactly where 2a <= a_g or 2b <= b_g."""
+    out, _ = quick
+    land = pd.read_csv(out / "energy_schedules_landscape.csv")
+    fin = np.isfinite(land.energy_closed)
+    assert (fin == ((2 * land.a > land.a_gamma) & (2 * land.b > land.b_gamma))).all()
+    assert np.isinf(land.energy_quad[~fin]).all()
+    near = fin & (2 * land.a - land.a_gamma >= 0.1) & (2 * land.b - land.b_gamma >= 0.1)
+    assert (np.abs(land.energy_quad - land.energy_closed)[near] <= land.quad_error[near] + 1e-9).all()
+    assert (land.energy_closed[fin] >= PI2 * (1 - 1e-14)).all()
+    own = land[(land.a == land.a_gamma) & (land.b == land.b_gamma)]
+    assert len(own) >= 1
+    assert_close(own.energy_closed.to_numpy(), np.full(len(own), PI2), rtol=1e-12)
+
+
+def test_script_quick_best_and_correlations(quick):
+    """The best schedules and Spearman correlations are recomputed from the CSV (scipy), the laws sum to 1 and
+    the target rows are the targets."""
+    from scipy.stats import spearmanr
+
+    out, res = quick
+    frame = pd.read_csv(out / "energy_schedules.csv", keep_default_na=False, na_values=[""])
+    corr = pd.read_csv(out / "energy_schedules_corr.csv")
+    for _, c in corr.iterrows():
+        g = frame[(frame.target == c.target) & (frame.reveal == c.reveal) & (frame.steps == c.steps)]
+        ties = [np.array([float(f"{v:.10g}") if abs(v) >= 1e-12 else 0.0 for v in x]) for x in (g[c.energy_kind], g.kl)]
+        assert_close(c.spearman, spearmanr(*ties)[0], rtol=1e-9)
+    best = res["best"]
+    for _, b in best.iterrows():
+        g = frame[(frame.target == b.target) & (frame.reveal == b.reveal) & (frame.steps == 3)]
+        assert abs(b.kl - g.kl.min()) <= 1e-10
+        assert b.ties == (g.kl <= g.kl.min() + 1e-10).sum()
+    laws = pd.read_csv(out / "energy_schedules_laws.csv")
+    for (_, _), g in laws.groupby(["target", "law"]):
+        assert_close(g.prob.sum(), 1.0, rtol=1e-12)
+        assert len(g) == 32
+    t = laws[(laws.target == "A") & (laws.law == "target")].set_index("sequence").prob
+    assert t["aaaaa"] == 0.5 and t["bbbbb"] == 0.5 and t.sum() == 1.0
+
+
+def test_committed_figures_recompute():
+    """The committed figures/energy_schedules.csv is what the default run writes: every target-A row against the
+    hand derivation and a few rows recomputed through the library."""
+    path = ROOT / "figures" / "energy_schedules.csv"
+    if not path.exists():
+        pytest.skip("figures/energy_schedules.csv not generated yet")
+    frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    assert len(frame) == 10 * 10 * 4 * 2 * 2
+    _check_toy_frame(frame, [0, 777, len(frame) - 1])

@@ -990,6 +990,22 @@ def discrete_optimum(steps: int) -> float:
     return float(16.0 * N**2 * np.sin(np.pi / (4 * N)) ** 2)
 
 
+# ================================ Chen2025's Fig. 4 toy =================================================
+def toy_targets() -> dict[str, Joint]:
+    """Chen2025's Fig. 4 toy: 5 tokens over {a, b} (a = 0, b = 1), two targets.
+
+    "A": uniform on {aaaaa, bbbbb}; "B": uniform on the 20 sequences with 2 or 3 a's. Different targets prefer
+    different Beta schedules for 3-step sampling with the exact denoiser (experiments/energy_schedules.py).
+    """
+    from .states import all_sequences
+
+    X = all_sequences(2, 5)
+    return {
+        "A": Joint.from_support(np.array([[0] * 5, [1] * 5]), 2, 5),
+        "B": Joint.from_support(X[np.isin((X == 0).sum(1), [2, 3])], 2, 5),
+    }
+
+
 __all__ = [
     "GEODESIC_C",
     "MIN_ENERGY",
@@ -1026,6 +1042,7 @@ __all__ = [
     "optimal_schedule",
     "tanh_sinh",
     "tanh_sinh_nodes",
+    "toy_targets",
     "unmasking_rates",
     "weight_for",
 ]
