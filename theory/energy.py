@@ -88,12 +88,12 @@ MIN_ENERGY = float(np.pi**2)
 _HALF_PI = np.pi / 2
 
 
-_PAD = 4096  # JAX evaluations at quadrature nodes are padded to a multiple of this: one compilation per primitive
+_PAD = sch._GRID  # quadrature nodes are padded to a multiple of the schedules.validate grid (2049): shared compilations
 
 
 def _padded(fn: Callable, tau, sigma):
     """numpy outputs of ``fn(tau, sigma)`` (an array or a tuple of arrays) evaluated on inputs padded with 1/2 to a
-    multiple of 4096 nodes, so that JAX compiles each primitive once for all quadrature levels and grids."""
+    multiple of 2049 nodes, so that JAX compiles each primitive once for all quadrature levels and grids."""
     tau, sigma = np.asarray(tau, dtype=np.float64), np.asarray(sigma, dtype=np.float64)
     n = tau.shape[0]
     size = -(-n // _PAD) * _PAD
