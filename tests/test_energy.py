@@ -116,6 +116,10 @@ def test_beta_families_exact():
     s = energy.optimal_schedule(schedules.beta_weight(0.5, 0.5))
     assert s == schedules.sin2_beta(0.5, 0.5) and hash(s) == hash(schedules.sin2_beta(0.5, 0.5))
     assert_close(np.asarray(s.alpha(t)), 1 - t, atol=1e-12)
+    # the closed-form Beta(0.5, 0.5) and Beta(1, 1) weights are the regularised incomplete beta
+    for a in (0.5, 1.0):
+        ref = np.asarray(jax.scipy.special.betainc(a, a, jnp.asarray(t)))
+        assert_close(np.asarray(schedules.beta_weight(a, a).gamma(t)), ref, atol=1e-13)
     s1 = energy.optimal_schedule(schedules.beta_weight(1.0, 1.0))
     assert_close(np.asarray(s1.alpha(t)), np.asarray(schedules.cosine_squared().alpha(t)), atol=1e-12)
     assert_close(np.asarray(s1.dalpha(t)), np.asarray(schedules.cosine_squared().dalpha(t)), atol=1e-12)
@@ -605,6 +609,13 @@ def test_committed_figures_recompute():
     frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
     assert len(frame) == 10 * 10 * 4 * 2 * 2
     _check_toy_frame(frame, [0, 777, len(frame) - 1])
+    land = pd.read_csv(ROOT / "figures" / "energy_schedules_landscape.csv")
+    assert len(land) == 3 * 20 * 20
+    for i in (0, 421, 1000, len(land) - 1):
+        r = land.iloc[i]
+        assert_close(r.energy_closed, energy.beta_energy(r.a, r.b, r.a_gamma, r.b_gamma), rtol=1e-11)
+    tf = pd.read_csv(ROOT / "figures" / "energy_schedules_tasks.csv", keep_default_na=False, na_values=[""])
+    _check_speedups(tf, pd.read_csv(ROOT / "figures" / "energy_schedules_speedup.csv"))
 
 
 def test_script_quick_tasks(quick):
@@ -632,7 +643,13 @@ def test_script_quick_tasks(quick):
     counts = [int(k) for k in schedules.fixed_counts(s, int(r.steps), q.length)]
     assert "-".join(map(str, counts)) == r.counts
     assert_close(r.kl, metrics.kl(q.probs, exact_law(q, None, int(r.steps), reveal="fixed", counts=counts).probs))
-    sp = pd.read_csv(out / "energy_schedules_speedup.csv")
+    _check_speedups(tf, pd.read_csv(out / "energy_schedules_speedup.csv"))
+
+
+def _check_speedups(tf, sp):
+    """The speed-up table against the task rows: tuned (a, b) = least mean tuning KL, its held-out KL, and the
+    fewest steps linear needs to reach it."""
+    assert len(sp) > 0
     for _, row in sp.iterrows():
         g = tf[(tf.family == row.family) & (tf.steps == row.steps)]
         tune = g[(g.split == "tune") & (g.schedule == "beta")].groupby(["a", "b"]).kl.mean()
