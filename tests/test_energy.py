@@ -34,7 +34,7 @@ from scipy.special import beta as B
 
 from theory import energy, schedules
 from theory.joint import Joint
-from theory.states import all_sequences
+from theory.states import all_sequences, all_states
 
 from conftest import assert_close
 from strategies import beta_params, beta_weights, chen_schedule_list, energy_joints, joint_of_kind
@@ -206,6 +206,70 @@ def test_path_and_rates_pinned_one_token():
     Q = np.asarray(energy.unmasking_rates(q, schedules.linear(), tau))
     assert_close(Q[2, 0], np.array([0.4, 0.7 / 0.75]), rtol=1e-13)
     assert_close(Q[:2], np.zeros((2, 1, 2)))
+
+
+# ================================ the integrands, by explicit sums with the public functions ========
+def _explicit_integrands(q, alpha, tau):
+    """(K, C, G) at tau: the three energies' integrands (times gamma') summed explicitly over every partial state
+    z and every unmasking move z -> x, with marginal_path / unmasking_rates and, for each x1 in q's support,
+    conditional_path / conditional_rates; G from d/dtau sqrt(alpha_C) and sqrt(1 - alpha_C) by jax.jvp."""
+    V, L = q.vocab_size, q.length
+    st = all_states(V, L)
+    moves = [(z, i, v) for z in range(len(st)) for i in range(L) if st[z, i] == V for v in range(V)]
+    child = []
+    for z, i, v in moves:
+        x = st[z].copy()
+        x[i] = v
+        child.append(np.ravel_multi_index(tuple(x), (V + 1,) * L))
+
+    def kinetic_sum(p, Q):
+        out = 0.0
+        for (z, i, v), c in zip(moves, child):
+            if p[z] * Q[z, i, v] > 0:
+                out += p[z] * Q[z, i, v] ** 2 / p[c]
+        return out
+
+    K = kinetic_sum(np.asarray(energy.marginal_path(q, alpha, tau)), np.asarray(energy.unmasking_rates(q, alpha, tau)))
+    C = 0.0
+    for x1, w in zip(q.sequences(), np.asarray(q.probs)):
+        if w > 0:
+            C += w * kinetic_sum(
+                energy.conditional_path(x1, alpha, tau, V), energy.conditional_rates(x1, alpha, tau, V)
+            )
+    path = energy.as_path(alpha)
+    t0 = jnp.float64(tau)
+    _, d1 = jax.jvp(lambda t: jnp.sqrt(path.alpha(t)), (t0,), (jnp.ones_like(t0),))
+    _, d2 = jax.jvp(lambda t: jnp.sqrt(path.masked(t)), (t0,), (jnp.ones_like(t0),))
+    G = energy.GEODESIC_C * L * float(d1**2 + d2**2)  # the same token law at every position, for every x1
+    return K, C, G
+
+
+@settings(max_examples=4)
+@given(energy_joints(max_length=3), paths_st, st.sampled_from([0.2, 0.7]))
+def test_integrands_are_explicit_sums(q, alpha, tau):
+    """The module's vectorised integrands (and its shortcut for E_c: the same sum for every x1) equal the explicit
+    sums over states and moves built from the public path and rate functions; pointwise K / C = kinetic_constant(q)
+    and C / G = 2^(L-1)."""
+    _check_integrands(q, alpha, tau)
+
+
+@pytest.mark.slow
+@settings(max_examples=40)
+@given(energy_joints(), paths_st, st.sampled_from([0.03, 0.2, 0.7, 0.96]))
+def test_integrands_are_explicit_sums_many(q, alpha, tau):
+    _check_integrands(q, alpha, tau)
+
+
+def _check_integrands(q, alpha, tau):
+    K, C, G = _explicit_integrands(q, alpha, tau)
+    s = energy._structure(q)
+    la, lm, lda, _ = energy._log_angles(energy.as_path(alpha), np.array([tau]), np.array([1 - tau]))
+    assert_close(energy._kinetic_sum(s, la, lm, lda)[0], K, rtol=1e-11)
+    assert_close(energy._conditional_sum(q, s, la, lm, lda)[0], C, rtol=1e-11)
+    path = energy.as_path(alpha)
+    assert_close(energy._geodesic_sum(path, q.length, np.array([tau]), np.array([1 - tau]))[0], G, rtol=1e-11)
+    assert_close(K / C, energy.kinetic_constant(q), rtol=1e-11)
+    assert_close(C / G, 2.0 ** (q.length - 1), rtol=1e-11)
 
 
 # ================================ the three energies =================================================
