@@ -331,3 +331,38 @@ def single_splits(draw, counts):
     i = draw(st.sampled_from(can))
     a = draw(st.integers(1, counts[i] - 1))
     return list(counts[:i]) + [a, counts[i] - a] + list(counts[i + 1 :])
+
+
+# ---- issue 10: Chen2025 energies (V <= 3, L <= 4) ---------------------------------------------------------
+beta_params = st.sampled_from([0.2, 0.3, 0.5, 0.7, 0.9, 1.0, 1.5, 2.0])
+
+
+@st.composite
+def energy_joints(draw, full_support: bool = False, max_length: int = 4):
+    """A Joint with V in {2, 3}, L in 1..max_length: smooth and adversarial kinds (full-support kinds only
+    with ``full_support=True``)."""
+    V = draw(st.sampled_from([2, 3]))
+    L = draw(st.integers(1, max_length))
+    kinds = FULL_SUPPORT_KINDS if full_support else draw(st.sampled_from([SMOOTH_KINDS, ADVERSARIAL_KINDS]))
+    kind = draw(st.sampled_from(list(kinds)))
+    kw = {}
+    if kind in ("dirichlet", "dirichlet_holes"):
+        kw["concentration"] = draw(st.sampled_from([0.1, 1.0, 10.0]))
+    elif kind == "sparse_uniform":
+        kw["support"] = draw(st.sampled_from(["1", "2", "few", "half"]))
+    elif kind in ("structured", "soft_structured"):
+        kw["constraints"] = draw(st.integers(1, max(1, L - 1)))
+    elif kind == "near_deterministic":
+        kw["near_mass"] = draw(near_det_masses)
+    return joint_of_kind(kind, V, L, draw(seeds), **kw)
+
+
+@st.composite
+def beta_weights(draw):
+    """Chen2025's Beta weights gamma = I_tau(a, b), a, b in 0.2..2."""
+    return schedules.beta_weight(draw(beta_params), draw(beta_params))
+
+
+def chen_schedule_list():
+    """Toolkit schedules for the energy tests: the strategies' list plus Chen2025's sine baseline."""
+    return [*schedule_list(), schedules.chen_sine()]

@@ -177,8 +177,9 @@ def _check_ab(a, b):
 
 
 def _beta_pdf(t, a, b):
+    # xlogy / xlog1py: (a - 1) log t is 0 for a = 1 even at t = 0 (Beta(1, 1)'s pdf is 1 at the end points, not nan)
     return jnp.exp(
-        (a - 1) * jnp.log(t) + (b - 1) * jnp.log1p(-t) - (jsp.gammaln(a) + jsp.gammaln(b) - jsp.gammaln(a + b))
+        jsp.xlogy(a - 1, t) + jsp.xlog1py(b - 1, -t) - (jsp.gammaln(a) + jsp.gammaln(b) - jsp.gammaln(a + b))
     )
 
 
@@ -207,6 +208,190 @@ def sin2_beta(a: float, b: float) -> Schedule:
         return -(jnp.pi / 2) * jnp.sin(jnp.pi * g) * _beta_pdf(1.0 - t, a, b)
 
     return Schedule(alpha, dalpha, "sin2_beta", {"a": a, "b": b}, builtin=True)
+
+
+def chen_sine() -> Schedule:
+    """Chen2025's sine baseline: alpha_C(tau) = sin(pi tau / 2) in Chen's time, i.e. alpha(t) = cos(pi t / 2).
+
+    Not a point of the sin^2-Beta family. alpha(1/2) = sqrt(2)/2, alpha'(t) = -(pi/2) sin(pi t / 2):
+    alpha'(0) = 0, alpha'(1) = -pi/2.
+    """
+    return Schedule(
+        lambda t: jnp.cos(jnp.pi * t / 2),
+        lambda t: -(jnp.pi / 2) * jnp.sin(jnp.pi * t / 2),
+        "chen_sine",
+        builtin=True,
+    )
+
+
+# ---- Chen2025: its time and its weight schedules gamma ------------------------------------------------
+# Chen2025 runs time tau from mask (tau = 0, alpha_C = 0) to data (tau = 1, alpha_C = 1); the toolkit runs
+# t from data (t = 0, alpha = 1) to mask (t = 1). THE conversion, used everywhere Chen's time appears:
+#     tau = 1 - t,   alpha_C(tau) = alpha(1 - tau),   alpha_C'(tau) = -alpha'(1 - tau).
+# Near tau = 1 the complement sigma = 1 - tau is not representable from tau alone, so the functions of
+# Chen's time below take an optional ``sigma`` (= 1 - tau, computed exactly by the caller, e.g. a
+# tanh-sinh quadrature); it defaults to 1 - tau.
+def chen_time(t):
+    """Chen2025's time tau = 1 - t of the toolkit's time t (and back: the map is its own inverse)."""
+    return 1.0 - t
+
+
+def toolkit_time(tau):
+    """The toolkit's time t = 1 - tau of Chen2025's time tau."""
+    return 1.0 - tau
+
+
+def chen_alpha(schedule: Schedule, tau, sigma=None):
+    """Chen2025's alpha_C(tau) = fraction unmasked at Chen time tau = the toolkit's alpha(t = 1 - tau).
+
+    ``sigma`` = 1 - tau if given (exact complement): the schedule is evaluated at t = sigma.
+    """
+    return schedule.alpha(toolkit_time(jnp.asarray(tau)) if sigma is None else sigma)
+
+
+def chen_dalpha(schedule: Schedule, tau, sigma=None):
+    """d alpha_C / d tau = -alpha'(t) at t = 1 - tau (or t = sigma): positive for a valid schedule."""
+    return -schedule.dalpha(toolkit_time(jnp.asarray(tau)) if sigma is None else sigma)
+
+
+def _pair(tau, sigma):
+    tau = jnp.asarray(tau, dtype=jnp.result_type(float))
+    return tau, (1.0 - tau if sigma is None else jnp.asarray(sigma, dtype=tau.dtype))
+
+
+@dataclass(frozen=True, eq=False)
+class Weight:
+    """Chen2025's weight schedule gamma(tau) in Chen's time: increasing, gamma(0) = 0, gamma(1) = 1.
+
+    It enters every Chen2025 energy as 1 / gamma'(tau) (:mod:`theory.energy`). The functions take
+    ``(tau, sigma)`` with sigma = 1 - tau exact, so that built-in weights are accurate at both ends:
+    ``gamma_fn(tau, sigma)``, ``dgamma_fn(tau, sigma)`` = gamma'(tau) and ``cgamma_fn(tau, sigma)`` =
+    1 - gamma(tau). Weights hash by value like :class:`Schedule` (built-ins by (name, params)).
+    """
+
+    gamma_fn: Callable
+    dgamma_fn: Callable
+    cgamma_fn: Callable
+    name: str
+    params: dict = field(default_factory=dict)
+    builtin: bool = False
+
+    def _identity(self):
+        p = tuple(sorted(self.params.items()))
+        return (self.name, p) if self.builtin else (self.name, p, self.gamma_fn, self.dgamma_fn, self.cgamma_fn)
+
+    def __eq__(self, other):
+        return isinstance(other, Weight) and self._identity() == other._identity()
+
+    def __hash__(self):
+        return hash(self._identity())
+
+    def gamma(self, tau, sigma=None):
+        return self.gamma_fn(*_pair(tau, sigma))
+
+    def dgamma(self, tau, sigma=None):
+        return self.dgamma_fn(*_pair(tau, sigma))
+
+    def cgamma(self, tau, sigma=None):
+        """1 - gamma(tau), accurate near tau = 1 for the built-in weights."""
+        return self.cgamma_fn(*_pair(tau, sigma))
+
+    def __repr__(self) -> str:
+        ps = ", ".join(f"{k}={v}" for k, v in self.params.items())
+        return f"{self.name}({ps})"
+
+
+def _log_beta(a, b):
+    return jsp.gammaln(a) + jsp.gammaln(b) - jsp.gammaln(a + b)
+
+
+def _betainc_pair(a, b, tau, sigma):
+    """I_tau(a, b), evaluated through the complement 1 - I_sigma(b, a) where tau > 1/2 (accurate both ends)."""
+    lo = tau <= 0.5
+    return jnp.where(lo, jsp.betainc(a, b, jnp.where(lo, tau, 0.5)), 1.0 - jsp.betainc(b, a, jnp.where(lo, 0.5, sigma)))
+
+
+def _beta_pdf_pair(a, b, tau, sigma):
+    return jnp.exp(jsp.xlogy(a - 1.0, tau) + jsp.xlogy(b - 1.0, sigma) - _log_beta(a, b))
+
+
+def beta_weight(a: float, b: float) -> Weight:
+    """Chen2025's Beta weight gamma(tau) = I_tau(a, b) (regularised incomplete beta, the Beta(a, b) CDF),
+    gamma'(tau) = tau^(a-1) (1 - tau)^(b-1) / B(a, b). Beta(1, 1) is the linear weight gamma = tau.
+
+    With it, Chen2025's optimal schedule alpha_C = sin^2((pi/2) gamma) is :func:`sin2_beta` (a, b).
+    Beta(1, 1) (gamma = tau) and Beta(0.5, 0.5) (gamma = (2/pi) arcsin sqrt(tau)) are written in closed form.
+    """
+    a, b = _check_ab(a, b)
+    if a == b == 1.0:  # closed form (no betainc to compile): gamma = tau
+        return Weight(lambda tau, sigma: tau, lambda tau, sigma: jnp.ones_like(tau), lambda tau, sigma: sigma,
+                      "beta_weight", {"a": a, "b": b}, builtin=True)  # fmt: skip
+    if a == b == 0.5:  # closed form: gamma = (2/pi) arcsin sqrt(tau), gamma' = 1 / (pi sqrt(tau (1 - tau)))
+        return Weight(
+            lambda tau, sigma: jnp.arctan2(jnp.sqrt(tau), jnp.sqrt(sigma)) / (jnp.pi / 2),
+            lambda tau, sigma: 1.0 / (jnp.pi * jnp.sqrt(tau) * jnp.sqrt(sigma)),
+            lambda tau, sigma: jnp.arctan2(jnp.sqrt(sigma), jnp.sqrt(tau)) / (jnp.pi / 2),
+            "beta_weight",
+            {"a": a, "b": b},
+            builtin=True,
+        )
+    return Weight(
+        lambda tau, sigma: _betainc_pair(a, b, tau, sigma),
+        lambda tau, sigma: _beta_pdf_pair(a, b, tau, sigma),
+        lambda tau, sigma: _betainc_pair(b, a, sigma, tau),
+        "beta_weight",
+        {"a": a, "b": b},
+        builtin=True,
+    )
+
+
+def linear_weight() -> Weight:
+    """gamma(tau) = tau (Beta(1, 1)): Chen2025's energies without reweighting."""
+    return beta_weight(1.0, 1.0)
+
+
+def validate_weight(weight: Weight, tol: float = 1e-10) -> Weight:
+    """Check gamma(0) = 0, gamma(1) = 1, gamma increasing and gamma' >= 0 finite on a fine interior grid."""
+    require_x64("weight validation")
+    if not isinstance(weight, Weight):
+        raise TypeError(f"expected a theory.schedules.Weight, got {type(weight).__name__}.")
+    tau = np.linspace(0.0, 1.0, _GRID)
+    g = np.asarray(weight.gamma(jnp.asarray(tau), jnp.asarray(1.0 - tau)), dtype=np.float64)
+    d = np.asarray(weight.dgamma(jnp.asarray(tau), jnp.asarray(1.0 - tau)), dtype=np.float64)[1:-1]  # interior
+    if not np.all(np.isfinite(g)) or not np.all(np.isfinite(d)):
+        raise ValueError(f"weight {weight} gives non-finite gamma(tau) or gamma'(tau) on [0, 1].")
+    if abs(g[0]) > tol or abs(g[-1] - 1.0) > tol:
+        raise ValueError(
+            f"weight {weight} must run from gamma(0) = 0 to gamma(1) = 1 (got {g[0]:.6g}, {g[-1]:.6g}); "
+            "rescale it as (gamma(tau) - gamma(0)) / (gamma(1) - gamma(0))."
+        )
+    dg = np.diff(g)
+    if np.any(dg < -tol) or np.any(d < -tol):
+        i = int(np.argmin(dg))
+        raise ValueError(
+            f"weight {weight} is not increasing: gamma falls from {g[i]:.6g} at tau={tau[i]:.4f} to {g[i + 1]:.6g} "
+            f"(or gamma' < 0 somewhere). Chen2025's gamma must increase from 0 to 1."
+        )
+    if np.all(d <= tol):
+        raise ValueError(f"weight {weight} has gamma' = 0 everywhere; it must increase from 0 to 1.")
+    return weight
+
+
+def weight_from_function(gamma: Callable, dgamma: Callable | None = None, name: str = "custom", **params) -> Weight:
+    """A user weight from a jax.numpy function gamma(tau) (Chen's time); gamma' defaults to ``jax.grad``.
+
+    Validated (:func:`validate_weight`); 1 - gamma is computed as 1 - gamma(tau) (no extra accuracy at tau -> 1).
+    """
+    dg = _derivative(gamma) if dgamma is None else dgamma
+    return validate_weight(
+        Weight(
+            lambda tau, sigma: gamma(tau),
+            lambda tau, sigma: dg(tau),
+            lambda tau, sigma: 1.0 - gamma(tau),
+            name,
+            dict(params),
+        )  # fmt: skip
+    )
 
 
 @dataclass(frozen=True)
