@@ -431,3 +431,119 @@ def test_bad_input():
         O.rloo_order_gradient(jax.random.PRNGKey(0), O.loss_table(q, den), [1.0, 1.0], num=4, samples=1)
     with pytest.raises(ValueError, match="method"):
         O.fit_order(_table_log_probs, jnp.zeros((9, 2, 2)), O.enumeration(q), key=jax.random.PRNGKey(0), method="sgd")
+
+
+# ---------------------------------------------------------------- experiments/learned_order.py
+def _load_script(name):
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location(f"_script_{name}", root / "experiments" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def lo():
+    return _load_script("learned_order")
+
+
+@pytest.fixture(scope="module")
+def lo_quick(lo, tmp_path_factory):
+    """Run ``learned_order.py --quick`` once for the module, in-process (no progress bars)."""
+    out = tmp_path_factory.mktemp("learned_order_quick")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MDM_NO_PROGRESS", "1")
+        train, samp, summary = lo.main(["--quick", "--out", str(out)])
+    return out, train, samp, summary
+
+
+def test_learned_order_quick_files_and_coverage(lo, lo_quick):
+    """Every file is written; every language x method x seed x recorded step and every sampling case is a row;
+    the uniform baseline keeps w = 1 and its bound is the uniform-order bound (shared-schedule invariance);
+    the exact denoiser with N = L steps samples q exactly under both policies."""
+    import json
+
+    out, train, samp, _ = lo_quick
+    for f in ("learned_order.csv", "learned_order.png", "learned_order.json", "learned_order_sampling.csv",
+              "learned_order_sampling.png"):  # fmt: skip
+        assert (out / f).exists(), f
+    meta = json.loads((out / "learned_order.json").read_text())
+    assert meta["quick"] is True and meta["dtype"] == "float64"
+    steps = sorted(train.step.unique())
+    assert steps == list(range(0, lo.STEPS_QUICK + 1, lo.RECORD_QUICK))
+    assert len(train) == len(lo.LANGUAGES) * len(lo.METHODS) * lo.SEEDS_QUICK * len(steps)
+    u = train[train.method == "uniform"]
+    assert np.all(u[[f"w_{i}" for i in range(lo.L)]].to_numpy() == 1.0)
+    assert_close(u.elbo.to_numpy(), u.uniform_elbo.to_numpy(), rtol=1e-12)
+    learned = train[(train.method != "uniform") & (train.step > 0)]
+    assert np.all(np.isfinite(learned[["grad_var_orders", "grad_var_masks"]].to_numpy()))
+    # 3 models x policies (uniform-trained: RandomOrder only) x N, per language and seed
+    assert len(samp) == len(lo.LANGUAGES) * lo.SEEDS_QUICK * 5 * len(lo.STEP_COUNTS)
+    full = samp[(samp.model == "exact_denoiser") & (samp.steps == lo.L)]
+    assert np.all(np.abs(full.kl.to_numpy()) < 1e-12)
+
+
+def test_learned_order_quick_numbers_are_the_library(lo, lo_quick):
+    """A quick training run recomputed with its key through theory.orders.fit_order (identical history, and the
+    final bound = plackett_luce_elbo of the final network's loss table), and its sampling rows recomputed with
+    exact_law + metrics.kl (1e-10)."""
+    from theory import metrics, policies
+    from theory.sampling import exact_law
+
+    _, train, samp, _ = lo_quick
+    name, li, seed = "key_payload", 1, 0
+    q = lo.language(name, seed)
+    record = tuple(range(0, lo.STEPS_QUICK + 1, lo.RECORD_QUICK))
+    fit = lo.fit(q, seed, li, "exact", lo.STEPS_QUICK, record, lo.VARIANCE_NUM_QUICK)
+    rows = train[(train.language == name) & (train.method == "exact") & (train.seed == seed)]
+    assert_close(rows.elbo.to_numpy(), np.array([h["elbo"] for h in fit.history]), rtol=1e-10)
+    assert_close(rows.grad_var_orders.to_numpy()[1:], np.array([h["grad_var_orders"] for h in fit.history])[1:],
+                 rtol=1e-10)  # fmt: skip
+    enum = O.enumeration(q)
+    G = O.loss_table_from_log_probs(enum, lo.log_probs(fit.params, enum.states))
+    w = np.exp(fit.log_weights)
+    assert abs(rows.elbo.to_numpy()[-1] - float(O.plackett_luce_elbo(G, w))) < 1e-10 * rows.elbo.to_numpy()[-1]
+    assert_close(rows[[f"w_{i}" for i in range(lo.L)]].to_numpy()[-1], w, rtol=1e-10)
+    den = lo.learned_denoiser(fit.params)
+    s = samp[(samp.language == name) & (samp.seed == seed) & (samp.model == "learned_order")]
+    for pname, pol in (("PlackettLuce", O.PlackettLuceOrder(tuple(w))), ("RandomOrder", policies.RandomOrder())):
+        r = s[(s.policy == pname) & (s.steps == 2)].iloc[0]
+        law = exact_law(q, pol, 2, denoiser=den)
+        assert abs(r.kl - float(metrics.kl(q.probs, law.probs))) < 1e-10 * max(1.0, r.kl)
+
+
+@pytest.fixture(scope="module")
+def lo_committed():
+    import json
+    from pathlib import Path
+
+    import pandas as pd
+
+    fig = Path(__file__).resolve().parent.parent / "figures"
+    if not (fig / "learned_order.json").exists():
+        pytest.skip("figures/learned_order.* not generated yet (python experiments/learned_order.py)")
+    meta = json.loads((fig / "learned_order.json").read_text())
+    assert meta["quick"] is False
+    return pd.read_csv(fig / "learned_order.csv"), pd.read_csv(fig / "learned_order_sampling.csv"), meta
+
+
+def test_learned_order_committed_rows(lo, lo_committed):
+    """Committed default run: >= 5 seeds; exact-denoiser KL rows recomputed from the committed learned weights
+    (exact_law with PlackettLuceOrder and RandomOrder, 1e-8: the CSV keeps 12 digits of w)."""
+    from theory import metrics, policies
+    from theory.sampling import exact_law
+
+    train, samp, meta = lo_committed
+    assert train.seed.nunique() >= 5 and meta["seeds"] >= 5
+    name, seed = "reversed_markov", int(meta["seed"])
+    q = lo.language(name, seed)
+    last = train[(train.language == name) & (train.method == "exact") & (train.seed == seed)]
+    w = tuple(float(x) for x in last[last.step == last.step.max()][[f"w_{i}" for i in range(lo.L)]].to_numpy()[0])
+    s = samp[(samp.language == name) & (samp.seed == seed) & (samp.model == "exact_denoiser") & (samp.steps == 2)]
+    for pname, pol in (("PlackettLuce", O.PlackettLuceOrder(w)), ("RandomOrder", policies.RandomOrder())):
+        r = s[s.policy == pname].iloc[0]
+        kl = float(metrics.kl(q.probs, exact_law(q, pol, 2).probs))
+        assert abs(r.kl - kl) < 1e-8 * max(1.0, kl), pname

@@ -1218,15 +1218,13 @@ def fit_order(
     ``record`` (0 = before training) the exact bound and the uniform-order bound of the current model are
     recorded, and with ``variance_num`` > 0 the RLOO estimators' variances (:func:`gradient_variances`).
     """
-    import optax
-
     if method not in FIT_METHODS:
         raise ValueError(f"method must be one of {FIT_METHODS}, got {method!r}.")
     L = enum.length
     theta = jnp.zeros(L) if log_weights is None else jnp.asarray(log_weights, dtype=jnp.float64)
     if theta.shape != (L,):
         raise ValueError(f"log_weights must have shape (L,) = ({L},), got {theta.shape}.")
-    opt = optax.adam(lr)
+    opt = _adam(float(lr))
     state = opt.init((params, theta))
     step_fn = _fit_step(opt, log_probs_fn, method, bool(learn_weights), int(batch), int(samples))
     q = enum.q
@@ -1235,15 +1233,9 @@ def fit_order(
     rec = set(int(r) for r in record)
 
     def _record(i, p, th):
-        nll = sequence_nll(enum, log_probs_fn(p, enum.states))
-        G = jnp.einsum("x,xal->al", q, nll)
         w = jnp.exp(th)
-        row = {
-            "step": i,
-            "elbo": float(_pl_elbo(G, w)),
-            "uniform_elbo": float(_pl_elbo(G, jnp.ones(L))),
-            "weights": np.asarray(w, dtype=np.float64),
-        }
+        nll, G, e, u = _bounds(log_probs_fn, p, w, q, idx)
+        row = {"step": i, "elbo": float(e), "uniform_elbo": float(u), "weights": np.asarray(w, dtype=np.float64)}
         if variance_num:
             lt = LossTable(np.asarray(G, dtype=np.float64), np.asarray(nll, dtype=np.float64), enum)
             row.update(gradient_variances(jax.random.fold_in(key, 10**6 + i), lt, w, num=variance_num, samples=samples))
@@ -1258,6 +1250,22 @@ def fit_order(
         if progress is not None:
             progress(1)
     return OrderFit(params, np.asarray(theta, dtype=np.float64), history)
+
+
+@partial(jax.jit, static_argnums=0)
+def _bounds(log_probs_fn, p, w, q, idx):
+    """(nll (X, 2**L, L), G (2**L, L), the bound at w, the uniform-order bound) of a model (jitted)."""
+    nll = _nll_from(log_probs_fn(p, idx[0]), *idx[1:])
+    G = jnp.einsum("x,xal->al", q, nll)
+    return nll, G, _pl_elbo(G, w), _pl_elbo(G, jnp.ones_like(w))
+
+
+@lru_cache(maxsize=32)
+def _adam(lr: float):
+    """One optimizer object per learning rate, so that :func:`_fit_step`'s cache hits across runs."""
+    import optax
+
+    return optax.adam(lr)
 
 
 @lru_cache(maxsize=32)
