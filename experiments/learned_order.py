@@ -23,7 +23,7 @@ RandomOrder (theory.sampling.exact_law).
 
 Writes learned_order.{csv,png,json} (training curves), learned_order_sampling.{csv,png} under --out.
 
-    python experiments/learned_order.py            # default run, about 8 minutes on one busy core
+    python experiments/learned_order.py            # default run, about 3 minutes on one busy core
     python experiments/learned_order.py --quick    # seconds: every language, method and policy, 2 seeds
 """
 
