@@ -481,7 +481,7 @@ def test_learned_order_quick_files_and_coverage(lo, lo_quick):
     learned = train[(train.method != "uniform") & (train.step > 0)]
     assert np.all(np.isfinite(learned[["grad_var_orders", "grad_var_masks"]].to_numpy()))
     # 3 models x policies (uniform-trained: RandomOrder only) x N, per language and seed
-    assert len(samp) == len(lo.LANGUAGES) * lo.SEEDS_QUICK * 5 * len(lo.STEP_COUNTS)
+    assert len(samp) == len(lo.LANGUAGES) * lo.SEEDS_QUICK * 5 * len(lo.STEP_COUNTS_QUICK)
     full = samp[(samp.model == "exact_denoiser") & (samp.steps == lo.L)]
     assert np.all(np.abs(full.kl.to_numpy()) < 1e-12)
 

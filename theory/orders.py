@@ -468,6 +468,7 @@ def permutations(length: int) -> np.ndarray:
     return np.array(list(itertools.permutations(range(length))), dtype=np.int64).reshape(-1, length)
 
 
+@jax.jit
 def plackett_luce_log_probs(weights, orders):
     """log P(d) = sum_i [log w_{d(i)} - log sum_{j >= i} w_{d(j)}] for decoding orders (..., L) (JAX, differentiable).
 
@@ -887,6 +888,7 @@ def _subset_levels(L: int):
     return tuple(out)
 
 
+@jax.jit
 def plackett_luce_weights(weights):
     """W[A, l] for alpha_{t,l} = 1 - t**w_l in closed form (JAX, differentiable in w), (2**L, L).
 
@@ -1226,7 +1228,8 @@ def fit_order(
         raise ValueError(f"log_weights must have shape (L,) = ({L},), got {theta.shape}.")
     opt = _adam(float(lr))
     state = opt.init((params, theta))
-    step_fn = _fit_step(opt, log_probs_fn, method, bool(learn_weights), int(batch), int(samples))
+    step_fn = _fit_step(opt, log_probs_fn, method, int(batch), int(samples))
+    learn = jnp.float64(1.0 if learn_weights else 0.0)
     q = enum.q
     idx = (enum.states, enum.tokens, enum.state_of, jnp.asarray(enum.visible))
     history = []
@@ -1244,7 +1247,7 @@ def fit_order(
     if 0 in rec:
         _record(0, params, theta)
     for i in range(1, int(steps) + 1):
-        params, theta, state = step_fn(params, theta, state, jax.random.fold_in(key, i), q, idx)
+        params, theta, state = step_fn(params, theta, state, jax.random.fold_in(key, i), q, idx, learn)
         if i in rec:
             _record(i, params, theta)
         if progress is not None:
@@ -1269,12 +1272,14 @@ def _adam(lr: float):
 
 
 @lru_cache(maxsize=32)
-def _fit_step(opt, log_probs_fn, method, learn, batch, K):
-    """The jitted Adam step of :func:`fit_order` (cached per optimizer, model function and method)."""
+def _fit_step(opt, log_probs_fn, method, batch, K):
+    """The jitted Adam step of :func:`fit_order` (cached per optimizer, model function and method; ``learn``
+    (0. or 1.) multiplies theta's gradient, so the fixed-order baseline shares the compiled step: Adam leaves a
+    parameter whose gradients are all 0 exactly where it is)."""
     import optax
 
     def objective(p, th, key, q, idx):
-        w = jnp.exp(th if learn else jax.lax.stop_gradient(th))
+        w = jnp.exp(th)
         nll = _nll_from(log_probs_fn(p, idx[0]), *idx[1:])
         if method == "exact":
             return _pl_elbo(jnp.einsum("x,xal->al", q, nll), w)
@@ -1284,9 +1289,9 @@ def _fit_step(opt, log_probs_fn, method, learn, batch, K):
         return _rloo_mask_surrogate(key, nll, q, w, a, batch, K)[0]
 
     @jax.jit
-    def step(p, th, state, key, q, idx):
-        grads = jax.grad(objective, argnums=(0, 1))(p, th, key, q, idx)
-        updates, state = opt.update(grads, state, (p, th))
+    def step(p, th, state, key, q, idx, learn):
+        gp, gth = jax.grad(objective, argnums=(0, 1))(p, th, key, q, idx)
+        updates, state = opt.update((gp, gth * learn), state, (p, th))
         p, th = optax.apply_updates((p, th), updates)
         return p, th, state
 
