@@ -81,6 +81,20 @@ def test_elbo_is_expected_ar_loss(inst, data):
         assert _rel(d.elbo, H) < 1e-8
 
 
+def _edge_tolerance(s, lt, value):
+    """Relative error allowed by float64 near t = 1 (theory.orders docstring): a schedule whose density is
+    singular there, Beta-CDF(a, b) with b < 1 (density ~ (1 - t)**(b - 1)), puts mass
+    delta**b / (b B(a, b)) within delta = 2**-53 of t = 1, where float64 cannot place t; that mass may be
+    misplaced between loss terms, each at most max G: relative error <= 2 * mass * max G / value."""
+    from scipy.special import beta
+
+    if s.name != "beta_cdf" or s.params["b"] >= 1:
+        return 0.0
+    a, b = s.params["a"], s.params["b"]
+    mass = (2.0**-53) ** b / (b * beta(a, b))
+    return 2.0 * mass * float(np.max(lt.table)) / value
+
+
 @settings(max_examples=2)
 @given(inst=instances())
 def test_shared_schedule_invariance_and_radd(inst):
@@ -93,9 +107,7 @@ def test_shared_schedule_invariance_and_radd(inst):
     for s in schedule_list():
         law = O.order_probabilities(s, L)
         assert np.max(np.abs(law.probs - 1.0 / math.factorial(L))) < 1e-12
-        # Beta-CDF(2, 1/2) has density ~ (1 - t)**(-1/2): float64 t cannot come closer than 1.1e-16 to 1 (3e-10)
-        tol = 1e-9 if s.name == "beta_cdf" else 1e-10
-        assert _rel(O.elbo_quadrature(lt, s).value, radd) < tol, s
+        assert _rel(O.elbo_quadrature(lt, s).value, radd) < max(1e-10, _edge_tolerance(s, lt, radd)), s
     assert _rel(exact_evaluation(q)(den)["elbo"], radd) < 1e-10
 
 

@@ -80,7 +80,13 @@ Gradients with respect to w (polynomial family, learned order)
   variance is infinite for min_l w_l <= 1 (ell ~ w/t on an event of probability ~ t**w:
   int t**(w-2) dt diverges; the plain MDM loss with the linear schedule is the case w = 1). With the
   proposal t ~ Beta(a, 1), a < min_l w_l, the second moment int t**(w-a-1) log(t)**2 dt is finite
-  (:func:`rloo_mask_gradient`; E|ell|**k < inf iff a < min(w)/(k-1); default a = min(w)/4).
+  (:func:`rloo_mask_gradient`; E|ell|**k < inf iff a < min(w)/(k-1); default a = min(w)/4). The weight
+  iw(t)/t = 1/(a t**a) = 1/(a u) for t = u**(1/a) is computed from u, so it stays finite where t underflows.
+
+Joint learning (:func:`fit_order`): Adam on a network and theta = log w, with the exact bound (its gradient
+through the closed-form W[A, l]) or the RLOO surrogates :func:`rloo_order_surrogate` /
+:func:`rloo_mask_surrogate`, whose gradients are the estimators above in w and unbiased AR / MDM-loss
+gradients in the network's parameters.
 """
 
 from __future__ import annotations
