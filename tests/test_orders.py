@@ -336,7 +336,8 @@ def _table_log_probs(params, states):
     return jax.nn.log_softmax(params, axis=-1)
 
 
-@pytest.mark.parametrize("method", ["exact"] + [pytest.param(m, marks=pytest.mark.slow) for m in O.FIT_METHODS[1:]])
+@pytest.mark.slow  # (the default suite checks fit_order through experiments/learned_order.py --quick below)
+@pytest.mark.parametrize("method", O.FIT_METHODS)
 def test_fit_order_records_exact_bounds(rloo_case, method):
     """fit_order: the recorded bounds are theory.orders' exact ones (plackett_luce_elbo of the final model's loss
     table, and the RADD form at w = 1); the exact method lowers the bound; learn_weights=False keeps w = 1."""
@@ -518,6 +519,7 @@ def test_learned_order_quick_numbers_are_the_library(lo, lo_quick):
     G = O.loss_table_from_log_probs(enum, lo.log_probs(fit.params, enum.states))
     w = np.exp(fit.log_weights)
     assert abs(rows.elbo.to_numpy()[-1] - float(O.plackett_luce_elbo(G, w))) < 1e-10 * rows.elbo.to_numpy()[-1]
+    assert abs(rows.uniform_elbo.to_numpy()[-1] - O.radd_loss(np.asarray(G))) < 1e-10 * rows.elbo.to_numpy()[-1]
     assert_close(rows[[f"w_{i}" for i in range(lo.L)]].to_numpy()[-1], w, rtol=1e-10)
     den = lo.learned_denoiser(fit.params)
     s = samp[(samp.language == name) & (samp.seed == seed) & (samp.model == "learned_order")]
