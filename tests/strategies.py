@@ -366,3 +366,35 @@ def beta_weights(draw):
 def chen_schedule_list():
     """Toolkit schedules for the energy tests: the strategies' list plus Chen2025's sine baseline."""
     return [*schedule_list(), schedules.chen_sine()]
+
+
+# ---- Garg2025: per-position schedules and the learned order (tests/test_orders.py) --------------------
+#: log of Garg2025's polynomial weights w_l (log-uniform in [0.1, 10])
+log_weights = st.floats(np.log(0.1), np.log(10.0))
+
+
+@st.composite
+def per_position_schedules(draw, length: int, kinds=("polynomial", "mixed", "shared", "function")):
+    """A per-position schedule of ``length`` positions, alpha_{t,l} (Garg2025):
+
+    * ``polynomial``: 1 - t**w_l, w_l log-uniform in [0.1, 10] (Plackett-Luce decoding order);
+    * ``mixed``: each position its own schedule from schedule_list() (linear, cosine, ..., Beta-CDF, sin²∘Beta);
+    * ``shared``: one schedule from schedule_list() for every position (uniform order law);
+    * ``function``: a user family (1 - t**a_l)**b_l (Kumaraswamy survival), a_l in [0.3, 4], b_l in [0.5, 4]
+      (densities singular at t = 0 when a_l < 1 and at t = 1 when b_l < 1), with autodiff derivatives.
+      b_l >= 1/2: float64 cannot resolve t within 1.1e-16 of 1, where a density ~ (1 - t)**(b-1) holds mass
+      ~ 1e-16**b (theory.orders: accuracy near t = 1).
+    """
+    from theory import orders
+
+    kind = draw(st.sampled_from(list(kinds)))
+    L = int(length)
+    if kind == "polynomial":
+        return orders.PolynomialFamily(np.exp([draw(log_weights) for _ in range(L)]))
+    if kind == "mixed":
+        return schedules.PerPosition(tuple(draw(schedules_st) for _ in range(L)))
+    if kind == "shared":
+        return orders.shared(draw(schedules_st), L)
+    a = np.array([draw(st.floats(0.3, 4.0)) for _ in range(L)])
+    b = np.array([draw(st.floats(0.5, 4.0)) for _ in range(L)])
+    return orders.from_functions(lambda t: (1.0 - jax.numpy.asarray(t)[..., None] ** a) ** b, L, name="kumaraswamy")

@@ -74,9 +74,17 @@ def uniform_t(key, batch: int):
     return t, jnp.ones((batch,), jnp.float32)
 
 
+def _per_position(schedule) -> bool:
+    """PerPosition, or any object with ``length`` and ``alpha``/``dalpha`` returning t.shape + (L,)
+    (theory.orders.PolynomialFamily, FunctionFamily)."""
+    return isinstance(schedule, _schedules.PerPosition) or (
+        hasattr(schedule, "length") and hasattr(schedule, "alpha") and hasattr(schedule, "dalpha")
+    )
+
+
 def position_alphas(schedule, t, length: int):
     """alpha_{t,l} and alpha'_{t,l}, each (B, L), for times t (B,) and a shared or per-position schedule."""
-    if isinstance(schedule, _schedules.PerPosition):
+    if _per_position(schedule):
         if schedule.length != length:
             raise ValueError(f"the per-position schedule has {schedule.length} positions, the data has L = {length}.")
         return schedule.alpha(t), schedule.dalpha(t)  # (B, L)
@@ -103,7 +111,7 @@ def loss_weight(schedule, t, length: int | None = None):
     (B,) for a shared schedule with ``length`` None, else (B, L).
     """
     if length is None:
-        if isinstance(schedule, _schedules.PerPosition):
+        if _per_position(schedule):
             raise ValueError("a per-position schedule needs the length: loss_weight(schedule, t, length).")
         a, d = schedule.alpha(t), schedule.dalpha(t)
     else:
@@ -219,10 +227,10 @@ def exact_evaluation(joint: Joint, schedule=None, max_bytes: float | None = None
     if not isinstance(joint, Joint):
         raise TypeError(f"exact_evaluation needs a theory.joint.Joint, got {type(joint).__name__}.")
     schedule = _schedules.linear() if schedule is None else schedule
-    if isinstance(schedule, _schedules.PerPosition):
+    if _per_position(schedule):
         raise ValueError(
             "exact_evaluation's closed-form weights need a shared schedule; per-position schedules "
-            "make the order law non-uniform (Garg2025): use mc_evaluation."
+            "make the order law non-uniform (Garg2025): use theory.orders.elbo (exact) or mc_evaluation."
         )
     _schedules.validate(schedule)
     V, L = joint.vocab_size, joint.length
