@@ -34,6 +34,19 @@ def _random_tabular(joint, seed):
     return TabularDenoiser(t, V, L)
 
 
+def test_loss_keeps_float64_for_a_float64_model():
+    """Linear schedule, weight 1/t at t = 0.3 (10/3, not a float32 number); one clean token 0 of a V = 2,
+    L = 2 sequence masked, model probability 1/3 for it: the loss is (10/3) log(3) / 2 to float64 precision
+    (the weights used to be cast to float32: ~1e-8 relative error for a float64 model)."""
+    log_probs = lambda z: jnp.log(jnp.broadcast_to(jnp.array([1 / 3, 2 / 3]), z.shape + (2,)))  # noqa: E731
+    tokens = jnp.array([[0, 1]])
+    mask = jnp.array([[True, False]])
+    t = jnp.array([0.3])
+    got = E.per_example_loss(log_probs, tokens, t, jnp.ones(1), mask, schedules.linear(), 2)
+    assert got.dtype == jnp.float64
+    assert_close(got, np.array([(1 / 0.3) * math.log(3) / 2]), rtol=1e-15)
+
+
 # ---------------------------------------------------------------- closed forms of the weights
 def test_forward_weights_linear_closed_form():
     """Linear alpha: int_0^1 (1-t)^(L-m) t^m dt = B(L-m+1, m+1) = (L-m)! m! / (L+1)!."""

@@ -130,13 +130,14 @@ def per_example_loss(log_probs: Callable, tokens, t, weight, mask, schedule, voc
     """
     L = tokens.shape[-1]
     masks = mask if mask.ndim == 3 else mask[None]  # (K, B, L)
-    w = (weight[:, None] * loss_weight(schedule, t, L)).astype(jnp.float32)  # (B, L)
+    w = weight[:, None] * loss_weight(schedule, t, L)  # (B, L)
 
     def one(m):
         z = jnp.where(m, vocab_size, tokens)  # (B, L) partial states
         lp = log_probs(z)  # (B, L, V)
         nll = -jnp.take_along_axis(lp, tokens[..., None], axis=-1)[..., 0]  # (B, L)
-        return jnp.sum(jnp.where(m, w * nll, 0.0), axis=-1) / L  # (B,)
+        # the weights take the model's precision: float32 for training, float64 for an exact denoiser
+        return jnp.sum(jnp.where(m, w.astype(nll.dtype) * nll, 0.0), axis=-1) / L  # (B,)
 
     return jnp.mean(jax.vmap(one)(masks), axis=0)
 
