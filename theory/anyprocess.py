@@ -66,12 +66,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from scipy.stats import binom
 
 from .denoiser import check_denoiser
 from .policies import RandomOrder, check_policy
 from .pytree import register_dataclass, traceable
-from .sampling import batched_marginals, binomial_inverse_cdf, inverse_cdf, make_plan
+from .sampling import batched_marginals, binomial_inverse_cdf, binomial_reveal_rows, inverse_cdf, make_plan
 from .schedules import Schedule
 from .validation import require_x64
 
@@ -640,17 +639,7 @@ class MDMController:
             return self.policy.reveal_distribution(states, marg, c)
         if self.mode == "adaptive":
             return self.policy.reveal_distribution(states, marg, np.zeros(K, dtype=np.int64))
-        p = self._value(n)
-        pars, cnts, ws = [], [], []
-        for c in range(int(k.max()) + 1 if K else 0):
-            pc = binom.pmf(c, k, p)
-            rows = np.nonzero(pc > 0)[0]
-            pars.append(rows)
-            cnts.append(np.full(len(rows), c))
-            ws.append(pc[rows])
-        par, cnt, w = np.concatenate(pars), np.concatenate(cnts), np.concatenate(ws)
-        p2, sub, w2 = self.policy.reveal_distribution(states[par], marg[par], cnt)
-        return par[p2], sub, w[p2] * w2
+        return binomial_reveal_rows(self.policy, states, marg, k, self._value(n))
 
     def branches(self, states, n):
         states = np.asarray(states)

@@ -134,10 +134,14 @@ def _step_rows(policy, plan: Plan, n: int, states: np.ndarray, marg: np.ndarray)
         return policy.reveal_distribution(states, marg, c)
     if plan.mode == "adaptive":
         return policy.reveal_distribution(states, marg, np.zeros(K, dtype=np.int64))
-    # bernoulli: count ~ Binomial(k, p_n), then the policy's reveal sets of that size
-    p = float(plan.values[n])
+    return binomial_reveal_rows(policy, states, marg, k, float(plan.values[n]))
+
+
+def binomial_reveal_rows(policy, states: np.ndarray, marg: np.ndarray, k: np.ndarray, p: float):
+    """Bernoulli reveal, exactly: the count ~ Binomial(k, p) (k masked positions per state), then the
+    policy's reveal sets of that size. Rows (parent, subsets, weights) like ``policy.reveal_distribution``."""
     pars, cnts, ws = [], [], []
-    for c in range(int(k.max()) + 1 if K else 0):
+    for c in range(int(k.max()) + 1 if len(states) else 0):
         pc = binom.pmf(c, k, p)
         rows = np.nonzero(pc > 0)[0]
         pars.append(rows)
