@@ -1,6 +1,8 @@
 """Test configuration: float64 JAX, hypothesis profile, shared helpers."""
 
+import importlib.util
 import os
+from pathlib import Path
 
 import jax  # noqa: E402
 
@@ -11,12 +13,13 @@ import matplotlib  # noqa: E402
 matplotlib.use("Agg")
 
 import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 
 settings.register_profile(
     "mdm",
     deadline=None,  # JAX compiles on the first example
-    max_examples=25,
+    max_examples=15,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     derandomize=True,  # CI runs are reproducible; run with --hypothesis-profile=explore to search afresh
 )
@@ -29,3 +32,26 @@ def assert_close(actual, desired, rtol=1e-10, atol=0.0, err_msg=""):
     a, d = np.asarray(actual), np.asarray(desired)
     assert a.shape == d.shape, f"shape mismatch {a.shape} vs {d.shape} {err_msg}"
     np.testing.assert_allclose(a, d, rtol=rtol, atol=atol, err_msg=err_msg)
+
+
+# ---- the experiment scripts: experiments/ is not an installed package, so scripts are imported by path ----
+ROOT = Path(__file__).resolve().parents[1]
+FIGURES = ROOT / "figures"
+
+
+def load_script(name: str, module_name: str | None = None):
+    """Import experiments/<name>.py as a module (``module_name`` distinguishes several imports of one script)."""
+    spec = importlib.util.spec_from_file_location(module_name or f"_script_{name}", ROOT / "experiments" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def run_quick(script, tmp_path_factory, *args: str):
+    """``script.main(["--quick", *args, "--out", <fresh folder>])`` in-process without progress bars;
+    returns (folder, whatever main returned). Used by module-scoped fixtures: one quick run per test module."""
+    out = tmp_path_factory.mktemp(f"{script.__name__}_quick")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MDM_NO_PROGRESS", "1")
+        res = script.main(["--quick", *args, "--out", str(out)])
+    return out, res

@@ -1,7 +1,6 @@
 """Yang2025 (issue 13): the AP-MDM transition rule, its exact law and Monte-Carlo sampler, the plain-MDM
 equivalence, and the controllers of synthetic/controllers.py (self-correction, parity, Dyck, parallel time)."""
 
-import importlib.util
 import itertools
 import json
 import math
@@ -27,7 +26,7 @@ from theory import schedules as S
 from theory.sampling import exact_law, sample
 from theory.states import all_states
 
-from conftest import assert_close
+from conftest import assert_close, load_script, run_quick
 from strategies import joints
 
 ALPHA = 1e-3  # level of every chi-square test in this file (derandomized keys: each test is one fixed draw)
@@ -530,23 +529,9 @@ def test_self_correction_mc_large_L(L):
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("any_process", ROOT / "experiments" / "any_process.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
-    out = tmp_path_factory.mktemp("any_process_quick")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MDM_NO_PROGRESS", "1")
-    try:
-        res = _load_script().main(["--quick", "--out", str(out)])
-    finally:
-        mp.undo()
-    return out, res
+    return run_quick(load_script("any_process"), tmp_path_factory)
 
 
 def _csv(folder, what):

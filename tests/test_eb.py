@@ -17,7 +17,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -34,7 +33,7 @@ from theory.denoiser import smoothed
 from theory.metrics import nfe_speedups
 from theory.sampling import exact_law
 
-from conftest import assert_close
+from conftest import assert_close, load_script, run_quick
 from strategies import any_proxy, eb_gammas, joints, masked_marginals
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -168,7 +167,7 @@ def test_gamma_inf_reveals_all(sm, proxy):
         np.testing.assert_array_equal(sel, z == V)
 
 
-@settings(max_examples=8)
+@settings(max_examples=5)
 @given(joints(max_states=4**4), any_proxy)
 def test_exact_law_limits(q, proxy):
     """gamma = inf: one step, the product of the marginals. gamma = 0 with the exact denoiser: each step
@@ -220,26 +219,15 @@ def test_mc_sampler_agrees_with_exact_law():
 
 
 # ---- the experiment script ------------------------------------------------------------------------------
-def _load_script(name):
-    """Import experiments/<name>.py by path (experiments/ is not an installed package)."""
-    spec = importlib.util.spec_from_file_location(f"_script_{name}", ROOT / "experiments" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.fixture(scope="module")
 def eb():
-    return _load_script("eb_sampler")
+    return load_script("eb_sampler")
 
 
 @pytest.fixture(scope="module")
 def quick(eb, tmp_path_factory):
     """Run ``eb_sampler.py --quick`` once for the module, in-process (no progress bars)."""
-    out = tmp_path_factory.mktemp("eb_quick")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MDM_NO_PROGRESS", "1")
-        frame, sp = eb.main(["--quick", "--out", str(out)])
+    out, (frame, sp) = run_quick(eb, tmp_path_factory)
     return out, frame, sp
 
 

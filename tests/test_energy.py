@@ -19,7 +19,6 @@ the sine baseline), checked exactly.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -36,7 +35,7 @@ from theory import energy, schedules
 from theory.joint import Joint
 from theory.states import all_sequences, all_states
 
-from conftest import assert_close
+from conftest import assert_close, load_script, run_quick
 from strategies import beta_params, beta_weights, chen_schedule_list, energy_joints, joint_of_kind
 
 PI2 = np.pi**2
@@ -543,23 +542,9 @@ def test_energies_largest_test_instance():
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("energy_schedules", ROOT / "experiments" / "energy_schedules.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
-    out = tmp_path_factory.mktemp("energy_quick")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MDM_NO_PROGRESS", "1")
-    try:
-        res = _load_script().main(["--quick", "--out", str(out)])
-    finally:
-        mp.undo()
-    return out, res
+    return run_quick(load_script("energy_schedules"), tmp_path_factory)
 
 
 def _first_batch_law(probs, L=5):

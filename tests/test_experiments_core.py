@@ -6,7 +6,6 @@
 * the committed figures/kl_vs_steps.csv is what the default run writes: rows recomputed to 1e-10.
 """
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -20,26 +19,19 @@ from theory import metrics, schedules
 from theory.dependence import error_decomposition
 from theory.sampling import exact_law
 
-from conftest import assert_close
+from conftest import assert_close, load_script, run_quick
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("_script_kl_vs_steps", ROOT / "experiments" / "kl_vs_steps.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("kl_vs_steps")
 
 
 @pytest.fixture(scope="module")
 def quick(script, tmp_path_factory):
-    out = tmp_path_factory.mktemp("kl_quick")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MDM_NO_PROGRESS", "1")
-        df = script.main(["--quick", "--out", str(out)])
-    return out, df
+    return run_quick(script, tmp_path_factory)
 
 
 def _recompute(q, schedule, reveal, steps):

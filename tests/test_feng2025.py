@@ -1,6 +1,5 @@
 """Feng2025 (issue 4): SER closed forms of the copy-pairs worst case, TER bounds, steps vs length."""
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -21,7 +20,7 @@ from theory import schedules as S
 from theory.denoiser import smoothed, smoothing_kl_bound
 from theory.sampling import exact_law, sample
 
-from conftest import assert_close
+from conftest import assert_close, load_script, run_quick
 from strategies import entropy_ngrams, schedules_st
 
 even_lengths = st.sampled_from([2, 4, 6])
@@ -413,22 +412,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _load_script(name="steps_vs_length"):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / "steps_vs_length.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("steps_vs_length", name)
 
 
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
-    out = tmp_path_factory.mktemp("feng_quick")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MDM_NO_PROGRESS", "1")
-    try:
-        res = _load_script().main(["--quick", "--out", str(out)])
-    finally:
-        mp.undo()
-    return out, res
+    return run_quick(_load_script(), tmp_path_factory)
 
 
 def _csv(folder, what):

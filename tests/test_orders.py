@@ -32,7 +32,7 @@ from theory.elbo import exact_evaluation, mc_evaluation
 from theory.joint import Joint
 from theory.sampling import exact_law
 
-from conftest import assert_close
+from conftest import assert_close, load_script, run_quick
 from strategies import JOINT_KINDS, joint_of_kind, log_weights, per_position_schedules, schedule_list, seeds
 
 #: Shapes (V, L) of the property tests: few shapes, so the denoisers' jitted marginals compile few times.
@@ -63,7 +63,7 @@ def _rel(a, b):
 
 
 # ---------------------------------------------------------------- Prop. 3.1 and the exact denoiser
-@settings(max_examples=5)
+@settings(max_examples=3)
 @given(inst=instances(), data=st.data())
 def test_elbo_is_expected_ar_loss(inst, data):
     """Garg2025, Prop. 3.1: int_0^1 E[loss_t] dt = sum_d P(d) AR(d) (decoding order), to 1e-8, any denoiser.
@@ -447,29 +447,15 @@ def test_bad_input():
 
 
 # ---------------------------------------------------------------- experiments/learned_order.py
-def _load_script(name):
-    import importlib.util
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parent.parent
-    spec = importlib.util.spec_from_file_location(f"_script_{name}", root / "experiments" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.fixture(scope="module")
 def lo():
-    return _load_script("learned_order")
+    return load_script("learned_order")
 
 
 @pytest.fixture(scope="module")
 def lo_quick(lo, tmp_path_factory):
     """Run ``learned_order.py --quick`` once for the module, in-process (no progress bars)."""
-    out = tmp_path_factory.mktemp("learned_order_quick")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MDM_NO_PROGRESS", "1")
-        train, samp, summary = lo.main(["--quick", "--out", str(out)])
+    out, (train, samp, summary) = run_quick(lo, tmp_path_factory)
     return out, train, samp, summary
 
 

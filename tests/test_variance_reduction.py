@@ -13,7 +13,6 @@ recomputed where cheap.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -30,31 +29,20 @@ from theory import elbo
 from theory import estimators as Es
 from theory import variance as Vr
 
-from conftest import assert_close
+from conftest import assert_close, load_script, run_quick
 
 ROOT = Path(__file__).resolve().parent.parent
 FINITE_AT_ZERO = {"P-POTS (p*)", "P-POTS (fit)", "ISAD", "P-POTS+MIRROR"}
 
 
-def _load_script(name):
-    spec = importlib.util.spec_from_file_location(f"_script_{name}", ROOT / "experiments" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.fixture(scope="module")
 def vr():
-    return _load_script("variance_reduction")
+    return load_script("variance_reduction")
 
 
 @pytest.fixture(scope="module")
 def quick(vr, tmp_path_factory):
-    out = tmp_path_factory.mktemp("vr_quick")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MDM_NO_PROGRESS", "1")
-        res = vr.main(["--quick", "--out", str(out)])
-    return out, res
+    return run_quick(vr, tmp_path_factory)
 
 
 def _row(frame, **kw):
