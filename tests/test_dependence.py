@@ -116,7 +116,7 @@ def policy_cases(draw, L):
     return pol, reveal, steps
 
 
-@settings(max_examples=30)
+@settings(max_examples=15)
 @given(st.data())
 def test_kl_bounded_by_model_plus_dependence(data):
     q = data.draw(joints(max_states=4**4, max_length=4))
