@@ -34,8 +34,9 @@ import numpy as np
 from scipy.stats import binom
 
 from .denoiser import ExactDenoiser, check_denoiser
+from .exact_layers import check_layered_size, layered_law
 from .joint import Joint
-from .policies import RandomOrder, check_policy
+from .policies import FixedOrder, LeftToRight, RandomOrder, check_policy
 from .pytree import traceable
 from .schedules import Schedule, check_counts, fixed_counts, linear, reveal_probs
 from .states import strides
@@ -195,6 +196,29 @@ def _fill(idx, prob, marg, parent, subsets, weights, V, L, values, cyl):
             yield child.reshape(-1), cw.reshape(-1)
 
 
+ENGINES = ("auto", "layers", "frontier")
+
+
+def _layered_setup(denoiser, policy, plan: Plan, values: str, callback, joint_cyl):
+    """(cylinder table, order) for the layered engine, or a string saying why it does not apply."""
+    if plan.mode != "fixed":
+        return f"it needs fixed counts (got {plan.mode} reveal)"
+    if callback is not None:
+        return "it does not call a callback"
+    kind = type(policy)
+    if kind not in (RandomOrder, LeftToRight, FixedOrder):
+        return f"it needs a value-blind policy (RandomOrder, LeftToRight, FixedOrder), got {kind.__name__}"
+    L = denoiser.length
+    if kind is FixedOrder and len(policy.perm) != L:
+        return f"FixedOrder was built for L = {len(policy.perm)}, used with L = {L}"
+    order = "random" if kind is RandomOrder else (tuple(range(L)) if kind is LeftToRight else policy.perm)
+    if values == "joint":
+        return joint_cyl, order  # q's joint conditionals: the law does not depend on the denoiser
+    if type(denoiser) is not ExactDenoiser:
+        return f"it needs the exact conditionals (an ExactDenoiser), got {type(denoiser).__name__}"
+    return np.asarray(denoiser.cyl), order
+
+
 def exact_law(
     joint_or_denoiser,
     policy=None,
@@ -207,6 +231,7 @@ def exact_law(
     values: str = "independent",
     max_bytes: float | None = None,
     callback: Callable | None = None,
+    engine: str = "auto",
 ) -> Law:
     """Exact distribution over V**L of the sequence the sampler generates.
 
@@ -220,9 +245,20 @@ def exact_law(
     callback: called as ``callback(n, states (K, L), probs (K,), marginals (K, L, V), parent (R,),
         subsets (R, L), weights (R,))`` before each step, for expectations along the path.
 
-    Propagates the distribution over partial states step by step (a sparse frontier, merged on the
-    dense index space (V+1)**L). Cost: the number of (state, reveal set, values) transitions, at most
-    (2V+1)**L per step, far fewer with fixed counts.
+    engine: "auto" (default), "layers" or "frontier". Two engines compute the same law:
+
+    * "layers" (:mod:`theory.exact_layers`): value-blind policies (exactly :class:`RandomOrder`,
+      :class:`LeftToRight`, :class:`FixedOrder`) with fixed counts and the exact conditionals (the
+      Joint's own denoiser or any ExactDenoiser; or ``values="joint"``), no callback. A dynamic
+      programme over layers of partial states with K_n = k_1 + ... + k_n visible positions, every
+      conditional a gather from the cylinder-sum table; V = 2, N = 4, L = 16 in seconds.
+    * "frontier": everything else (adaptive policies, Bernoulli reveal, other denoisers, callbacks).
+      Propagates the distribution over partial states step by step (a sparse frontier, merged on the
+      dense index space (V+1)**L). Cost: the number of (state, reveal set, values) transitions, at most
+      (2V+1)**L per step, far fewer with fixed counts.
+
+    "auto" takes "layers" wherever it applies; "frontier" forces the general engine (the tests use it
+    as the oracle of the layered one).
     """
     require_x64("exact_law")
     policy = RandomOrder() if policy is None else policy
@@ -246,6 +282,20 @@ def exact_law(
             if not isinstance(denoiser, ExactDenoiser) or denoiser.joint is not joint
             else np.asarray(denoiser.cyl)
         )
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}.")
+    plan = make_plan(policy, L, steps, reveal=reveal, schedule=schedule, counts=counts)
+    if engine != "frontier":
+        layered = _layered_setup(denoiser, policy, plan, values, callback, cyl)
+        if isinstance(layered, str):
+            if engine == "layers":
+                raise ValueError(f"engine='layers' does not apply here: {layered}. Use engine='auto' or 'frontier'.")
+        else:
+            lcyl, order = layered
+            check_layered_size(V, L, plan.values, order, values, max_bytes)
+            probs = layered_law(lcyl, V, L, plan.values, order, values)
+            nz = np.nonzero(plan.values)[0]
+            return Law(jnp.asarray(probs), float(nz.size), int(nz[-1]) + 1)
     S = (V + 1) ** L
     check_size(
         8 * S,
@@ -253,7 +303,6 @@ def exact_law(
         max_bytes,
         SCALABLE_HINT + " (theory.sampling.sample)",
     )
-    plan = make_plan(policy, L, steps, reveal=reveal, schedule=schedule, counts=counts)
     st = strides(V + 1, L)
     idx = np.array([V * st.sum()], dtype=np.int64)  # all-mask state
     prob = np.ones(1)

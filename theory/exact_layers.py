@@ -1,0 +1,219 @@
+"""The exact law of value-blind policies with fixed counts, as a dynamic programme over layers.
+
+A value-blind policy (:class:`~theory.policies.RandomOrder`, :class:`~theory.policies.LeftToRight`,
+:class:`~theory.policies.FixedOrder`) chooses which positions to reveal without looking at the values, so
+with fixed counts k_1..k_N the set of visible positions after step n has exactly K_n = k_1 + ... + k_n
+elements. The distribution over partial states therefore lives on *layers*: layer n holds, for every
+visible set U with |U| = K_n that the policy can reach, a table P_U over the V**K_n values of U (row-major
+over the sorted positions of U). One step maps layer n-1 to layer n by pulling, for every child set U' and
+every way D of U' to have been the last k_n positions revealed (U = U' minus D):
+
+    P_{U'}(x') = sum_D  w(U -> U')  P_U(x'_U)  prod_{i in D} c_i(x'_i | x'_U),
+
+with c_i(v | x_U) = C[x_U, x_i = v] / C[x_U] the exact conditional (C the cylinder-sum table of
+:mod:`theory.denoiser`; 1/V where C[x_U] = 0, the toolkit's convention), w = 1 / binom(L - K, k) for
+RandomOrder and 1 for a fixed order (one set per layer). With ``values="joint"`` the product is replaced
+by q's joint conditional C[x'] / C[x'_U] (0 where C[x'_U] = 0, as in the frontier engine).
+
+The conditionals of a layer, c_i(v | x_U) for every set U, free position i, value v and x_U, are one gather
+from the cylinder table (shape (#sets, L - K, V, V**K)); for each relative pattern of D inside U' (which
+slots of U' were revealed last) the map from the child's values to (values of D, values of U) is the same
+for every child, so a step is, per block of children and pattern, row gathers, a broadcast product and one
+fixed permutation. Cost: the number of (state, reveal set, values) transitions, sum_n binom(L, K_{n-1})
+binom(L - K_{n-1}, k_n) V**K_n, with no (V+1)**L-sized state array besides the cylinder table and nothing
+of size (V+1)**L x L x V. :func:`theory.sampling.exact_law` dispatches here automatically.
+"""
+
+from __future__ import annotations
+
+import itertools
+from math import comb
+
+import numpy as np
+
+from .states import strides
+from .validation import SCALABLE_HINT, check_size
+
+#: Elements per block of the broadcast product (children x V**K'): keeps a block in the L2 cache.
+BLOCK = 1 << 16
+#: Largest cache of per-pattern permutations (int32 entries); beyond it they are computed per block.
+PERM_CACHE = 1 << 23
+
+
+def _combos(n: int, k: int) -> np.ndarray:
+    """All k-subsets of range(n) in lexicographic order, (binom(n, k), k) int64."""
+    return np.array(list(itertools.combinations(range(n), k)), dtype=np.int64).reshape(comb(n, k), k)
+
+
+def _masks(sets: np.ndarray) -> np.ndarray:
+    """Bitmask (int64) of each row of ``sets`` (M, K)."""
+    bits = np.left_shift(np.ones_like(sets, dtype=np.int64), sets)  # (M, K)
+    return np.asarray(bits.sum(axis=1, dtype=np.int64))  # (M,); 0 for the empty set
+
+
+def _digits(V: int, K: int) -> np.ndarray:
+    """Row-major digits of every value index in V**K, (V**K, K) int64."""
+    return (np.arange(V**K, dtype=np.int64)[:, None] // strides(V, K)[None, :]) % V if K else np.zeros((1, 0), np.int64)
+
+
+def layer_sets(order, length: int, sizes) -> list:
+    """The visible sets of each layer, sorted rows (M_n, K_n): all K-subsets for ``order="random"``,
+    the first K positions of the permutation ``order`` (a tuple) otherwise."""
+    if isinstance(order, str):
+        return [_combos(length, K) for K in sizes]
+    perm = np.asarray(order, dtype=np.int64)
+    return [np.sort(perm[:K])[None, :] for K in sizes]
+
+
+def _sizes(counts) -> list:
+    """Layer sizes K_0 = 0, K_1, ... (steps that reveal nothing are dropped)."""
+    sizes = [0]
+    for k in counts:
+        if int(k) > 0:
+            sizes.append(sizes[-1] + int(k))
+    return sizes
+
+
+def layered_bytes(vocab_size: int, length: int, counts, order="random", values: str = "independent") -> int:
+    """Peak bytes of :func:`layered_law` (cylinder table, the largest step's conditionals and layers)."""
+    V, L = vocab_size, length
+    sizes = _sizes(counts)
+    peak = 0
+    for K, K2 in zip(sizes[:-1], sizes[1:]):
+        M = comb(L, K) if isinstance(order, str) else 1
+        M2 = comb(L, K2) if isinstance(order, str) else 1
+        cond = M * (L - K) * V ** (K + 1) if values == "independent" else M * V**K
+        pairs = M2 * comb(K2, K2 - K)
+        step = 8 * (cond + 2 * M * V**K + 2 * M2 * V**K2) + 8 * pairs * (1 + K2 - K) + 4 * min(PERM_CACHE, V**K2)
+        peak = max(peak, step)
+    return 8 * (V + 1) ** L + peak
+
+
+def check_layered_size(vocab_size: int, length: int, counts, order, values: str, max_bytes: float | None) -> None:
+    """Raise ValueError (with the memory it would need and the engine that scales) if too large."""
+    check_size(
+        layered_bytes(vocab_size, length, counts, order, values),
+        f"exact_law's layered engine (value-blind policy, fixed counts, V = {vocab_size}, L = {length})",
+        max_bytes,
+        SCALABLE_HINT + " (theory.sampling.sample)",
+    )
+
+
+def _conditionals(cyl, V: int, L: int, sets: np.ndarray, C_U: np.ndarray, base: np.ndarray) -> np.ndarray:
+    """c[m, s, v, a] = C[x_U = a, x_i = v] / C[x_U = a] (1/V where C = 0), i = s-th free position of set m.
+
+    ``base`` (M, V**K): index in (V+1)**L of the masked state (U_m, a); shape (M, L - K, V, V**K)."""
+    M, K = sets.shape
+    st = strides(V + 1, L)
+    free = np.ones((M, L), bool)
+    free[np.arange(M)[:, None], sets] = False
+    comp = np.nonzero(free)[1].reshape(M, L - K)  # (M, L - K) free positions, sorted
+    out = np.empty((M, L - K, V, V**K))
+    ok = C_U > 0
+    inv = np.where(ok, 1.0 / np.where(ok, C_U, 1.0), 0.0)  # (M, A)
+    for s in range(L - K):
+        sh = st[comp[:, s]]  # (M,)
+        for v in range(V):
+            num = cyl[base + ((v - V) * sh)[:, None]]  # (M, A)
+            out[:, s, v] = np.where(ok, num * inv, 1.0 / V)
+    return out
+
+
+def _bases(V: int, L: int, sets: np.ndarray) -> np.ndarray:
+    """Index in (V+1)**L of each masked state (U_m, a): (M, V**K) int64."""
+    M, K = sets.shape
+    st = strides(V + 1, L)
+    allmask = V * st.sum()
+    sst = st[sets]  # (M, K)
+    dig = _digits(V, K)  # (A, K)
+    return allmask + ((dig - V) @ sst.T).T if K else np.full((M, 1), allmask, np.int64)
+
+
+def layered_law(cyl, vocab_size: int, length: int, counts, order="random", values: str = "independent"):
+    """Exact law over V**L (numpy (V**L,)) of a value-blind policy with fixed ``counts``.
+
+    ``cyl``: the cylinder-sum table ((V+1)**L,) of q (numpy or JAX); ``order``: "random" (RandomOrder)
+    or a permutation tuple (FixedOrder; LeftToRight is ``tuple(range(L))``); ``values``: "independent"
+    (the sampler: revealed values drawn independently from the exact conditionals) or "joint" (from q's
+    joint conditional). See the module docstring for the recursion.
+    """
+    V, L = int(vocab_size), int(length)
+    cyl = np.asarray(cyl)
+    sizes = _sizes(counts)
+    if sizes[-1] != L:
+        raise ValueError(f"counts must sum to L = {L}, got {list(counts)}.")
+    all_sets = layer_sets(order, L, sizes)
+    P = np.ones((1, 1))
+    for n in range(1, len(sizes)):
+        K, K2 = sizes[n - 1], sizes[n]
+        k = K2 - K
+        sets, sets2 = all_sets[n - 1], all_sets[n]
+        P = _step(cyl, V, L, sets, sets2, P, k, order, values)
+    return P.reshape(-1)
+
+
+def _step(cyl, V, L, sets, sets2, P, k, order, values):
+    """One layer step: P (M, V**K) on ``sets`` -> (M2, V**K2) on ``sets2``."""
+    M, K = sets.shape
+    M2, K2 = sets2.shape
+    A, A2 = V**K, V**K2
+    base = _bases(V, L, sets)  # (M, A)
+    C_U = cyl[base]  # (M, A)
+    rank = {int(m): r for r, m in enumerate(_masks(sets))}
+    pats = _combos(K2, k)  # (npat, k): slots of D inside the child
+    masks2 = _masks(sets2)
+    # parent of every (child, pattern): the child's set minus the pattern's slots
+    keep = np.ones((len(pats), K2), bool)
+    keep[np.arange(len(pats))[:, None], pats] = False
+    pslots = np.nonzero(keep)[1].reshape(len(pats), K)  # (npat, K): the parent's slots in the child
+    dpos = sets2[:, pats]  # (M2, npat, k) positions of D
+    pmask = masks2[:, None] - np.sum(np.left_shift(np.int64(1), dpos), axis=2, dtype=np.int64)  # (M2, npat)
+    par = np.array([rank.get(int(m), -1) for m in pmask.reshape(-1)], dtype=np.int64).reshape(M2, len(pats))
+    # s-th free position of the parent: d_j - (slots of U' before d_j that are in U) = d_j - pat_j + j
+    slot = dpos - pats[None] + np.arange(k)[None, None]  # (M2, npat, k)
+    # value maps: child value index x' -> index in the (V**k, V**K) block layout (values of D, then of U)
+    dig2 = _digits(V, K2)  # (A2, K2)
+    place = np.zeros((len(pats), K2), np.int64)
+    place[np.arange(len(pats))[:, None], pslots] = strides(V, K)[None, :] if K else 0
+    place[np.arange(len(pats))[:, None], pats] = (strides(V, k) * A)[None, :]
+    cache = len(pats) * A2 <= PERM_CACHE
+    perms = (dig2 @ place.T).T.astype(np.int32) if cache else None  # (npat, A2)
+    weight = 1.0 / comb(L - K, k) if isinstance(order, str) else 1.0
+    out = np.zeros((M2, A2))
+    if values == "independent":
+        cond = _conditionals(cyl, V, L, sets, C_U, base)  # (M, L - K, V, A)
+        src = P
+    else:
+        ok = C_U > 0
+        src = np.where(ok, P / np.where(ok, C_U, 1.0), 0.0)  # (M, A): P / C[x_U]
+    B = max(1, BLOCK // A2)
+    for c0 in range(0, M2, B):
+        c1 = min(M2, c0 + B)
+        blk = out[c0:c1]
+        for p in range(len(pats)):
+            pr = par[c0:c1, p]
+            valid = pr >= 0
+            if not valid.any():
+                continue
+            rows = np.nonzero(valid)[0]
+            pr = pr[rows]
+            perm = perms[p] if perms is not None else (dig2 @ place[p]).astype(np.int32)
+            if values == "independent":
+                G = src[pr]  # (b, A)
+                sl = slot[c0:c1, p][rows]  # (b, k)
+                for j in range(k):
+                    r = cond[pr, sl[:, j]]  # (b, V, A)
+                    G = (G.reshape(len(rows), -1, 1, A) * r[:, None, :, :]).reshape(len(rows), -1, A)
+                G = G.reshape(len(rows), A2)
+                contrib = np.take(G, perm, axis=1)
+            else:
+                contrib = np.take(src[pr], perm % A, axis=1)
+            if len(rows) == c1 - c0:
+                blk += contrib
+            else:
+                blk[rows] += contrib
+    if values == "joint":
+        out *= cyl[_bases(V, L, sets2)]
+    if weight != 1.0:
+        out *= weight
+    return out
