@@ -27,6 +27,8 @@ of size (V+1)**L x L x V. :func:`theory.sampling.exact_law` dispatches here auto
 from __future__ import annotations
 
 import itertools
+import os
+from concurrent.futures import ThreadPoolExecutor
 from math import comb
 
 import numpy as np
@@ -36,8 +38,19 @@ from .validation import SCALABLE_HINT, check_size
 
 #: Elements per block of the broadcast product (children x V**K'): keeps a block in the L2 cache.
 BLOCK = 1 << 16
+#: Default cap on worker threads (numpy releases the GIL in the block products).
+MAX_THREADS = 2
 #: Largest cache of per-pattern permutations (int32 entries); beyond it they are computed per block.
 PERM_CACHE = 1 << 23
+
+
+def _threads(threads: int | None) -> int:
+    if threads is None:
+        avail = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return max(1, min(MAX_THREADS, avail))
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive int or None, got {threads!r}.")
+    return threads
 
 
 def _combos(n: int, k: int) -> np.ndarray:
@@ -129,13 +142,17 @@ def _bases(V: int, L: int, sets: np.ndarray) -> np.ndarray:
     return allmask + ((dig - V) @ sst.T).T if K else np.full((M, 1), allmask, np.int64)
 
 
-def layered_law(cyl, vocab_size: int, length: int, counts, order="random", values: str = "independent"):
+def layered_law(
+    cyl, vocab_size: int, length: int, counts, order="random", values: str = "independent", threads: int | None = None
+):
     """Exact law over V**L (numpy (V**L,)) of a value-blind policy with fixed ``counts``.
 
     ``cyl``: the cylinder-sum table ((V+1)**L,) of q (numpy or JAX); ``order``: "random" (RandomOrder)
     or a permutation tuple (FixedOrder; LeftToRight is ``tuple(range(L))``); ``values``: "independent"
     (the sampler: revealed values drawn independently from the exact conditionals) or "joint" (from q's
-    joint conditional). See the module docstring for the recursion.
+    joint conditional); ``threads``: worker threads over blocks of children (default: the CPUs this
+    process may use, at most :data:`MAX_THREADS`; the result does not depend on it). See the module
+    docstring for the recursion.
     """
     V, L = int(vocab_size), int(length)
     cyl = np.asarray(cyl)
@@ -148,11 +165,11 @@ def layered_law(cyl, vocab_size: int, length: int, counts, order="random", value
         K, K2 = sizes[n - 1], sizes[n]
         k = K2 - K
         sets, sets2 = all_sets[n - 1], all_sets[n]
-        P = _step(cyl, V, L, sets, sets2, P, k, order, values)
+        P = _step(cyl, V, L, sets, sets2, P, k, order, values, threads)
     return P.reshape(-1)
 
 
-def _step(cyl, V, L, sets, sets2, P, k, order, values):
+def _step(cyl, V, L, sets, sets2, P, k, order, values, threads=None):
     """One layer step: P (M, V**K) on ``sets`` -> (M2, V**K2) on ``sets2``."""
     M, K = sets.shape
     M2, K2 = sets2.shape
@@ -169,6 +186,9 @@ def _step(cyl, V, L, sets, sets2, P, k, order, values):
     dpos = sets2[:, pats]  # (M2, npat, k) positions of D
     pmask = masks2[:, None] - np.sum(np.left_shift(np.int64(1), dpos), axis=2, dtype=np.int64)  # (M2, npat)
     par = np.array([rank.get(int(m), -1) for m in pmask.reshape(-1)], dtype=np.int64).reshape(M2, len(pats))
+    used = (par >= 0).any(0)  # patterns with a parent in the layer (all for RandomOrder, one for a fixed order)
+    pats, pslots, dpos, par = pats[used], pslots[used], dpos[:, used], par[:, used]
+    full = bool((par >= 0).all())
     # s-th free position of the parent: d_j - (slots of U' before d_j that are in U) = d_j - pat_j + j
     slot = dpos - pats[None] + np.arange(k)[None, None]  # (M2, npat, k)
     # value maps: child value index x' -> index in the (V**k, V**K) block layout (values of D, then of U)
@@ -186,32 +206,42 @@ def _step(cyl, V, L, sets, sets2, P, k, order, values):
     else:
         ok = C_U > 0
         src = np.where(ok, P / np.where(ok, C_U, 1.0), 0.0)  # (M, A): P / C[x_U]
-    B = max(1, BLOCK // A2)
-    for c0 in range(0, M2, B):
-        c1 = min(M2, c0 + B)
+
+    def pull(c0: int, c1: int) -> None:
+        """out[c0:c1] = sum over patterns of the parents' mass times the revealed tokens' conditionals."""
         blk = out[c0:c1]
         for p in range(len(pats)):
             pr = par[c0:c1, p]
-            valid = pr >= 0
-            if not valid.any():
-                continue
-            rows = np.nonzero(valid)[0]
-            pr = pr[rows]
+            rows = None if full else np.nonzero(pr >= 0)[0]
+            if rows is not None:
+                if rows.size == 0:
+                    continue
+                pr = pr[rows]
+            b = len(pr)
             perm = perms[p] if perms is not None else (dig2 @ place[p]).astype(np.int32)
             if values == "independent":
                 G = src[pr]  # (b, A)
-                sl = slot[c0:c1, p][rows]  # (b, k)
+                sl = slot[c0:c1, p] if rows is None else slot[c0:c1, p][rows]  # (b, k)
                 for j in range(k):
-                    r = cond[pr, sl[:, j]]  # (b, V, A)
-                    G = (G.reshape(len(rows), -1, 1, A) * r[:, None, :, :]).reshape(len(rows), -1, A)
-                G = G.reshape(len(rows), A2)
-                contrib = np.take(G, perm, axis=1)
+                    r = cond[pr, sl[:, j]]  # (b, V, A): conditionals of the j-th revealed position
+                    G = (G.reshape(b, -1, 1, A) * r[:, None, :, :]).reshape(b, -1, A)  # (b, V**(j+1), A)
+                contrib = np.take(G.reshape(b, A2), perm, axis=1)  # (b, A2) in the child's layout
             else:
                 contrib = np.take(src[pr], perm % A, axis=1)
-            if len(rows) == c1 - c0:
+            if rows is None:
                 blk += contrib
             else:
                 blk[rows] += contrib
+
+    B = max(1, BLOCK // A2)
+    starts = list(range(0, M2, B))
+    nthreads = min(_threads(threads), len(starts))
+    if nthreads <= 1:
+        for c0 in starts:
+            pull(c0, min(M2, c0 + B))
+    else:  # numpy releases the GIL in the gathers and products: children blocks in parallel, disjoint rows
+        with ThreadPoolExecutor(nthreads) as ex:
+            list(ex.map(lambda c0: pull(c0, min(M2, c0 + B)), starts))
     if values == "joint":
         out *= cyl[_bases(V, L, sets2)]
     if weight != 1.0:
