@@ -160,3 +160,14 @@ def test_mid_size_law_sums_to_one():
     law = exact_law(q, policies.RandomOrder(), 4)
     assert abs(float(law.probs.sum()) - 1.0) <= TOL
     assert law.expected_nfe == 4.0
+
+
+def test_threads_do_not_change_a_bit():
+    """Worker threads split the children into disjoint blocks: the same bits for 1 and 3 threads."""
+    q = Joint(np.random.default_rng(4).dirichlet(np.full(2**8, 0.3)), 2, 8)
+    cyl = np.asarray(q.denoiser().cyl)
+    one = exact_layers.layered_law(cyl, 2, 8, [2, 3, 3], threads=1)
+    three = exact_layers.layered_law(cyl, 2, 8, [2, 3, 3], threads=3)
+    assert np.array_equal(one, three)
+    with pytest.raises(ValueError, match="threads"):
+        exact_layers.layered_law(cyl, 2, 8, [2, 3, 3], threads=0)
