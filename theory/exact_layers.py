@@ -22,6 +22,11 @@ for every child, so a step is, per block of children and pattern, row gathers, a
 fixed permutation. Cost: the number of (state, reveal set, values) transitions, sum_n binom(L, K_{n-1})
 binom(L - K_{n-1}, k_n) V**K_n, with no (V+1)**L-sized state array besides the cylinder table and nothing
 of size (V+1)**L x L x V. :func:`theory.sampling.exact_law` dispatches here automatically.
+
+Bernoulli reveal (count ~ Binomial(#masked, p_n), then the policy's positions) is value-blind too: every
+layer K moves to every K + k with weight Binomial(k; L - K, p_n) (:func:`layered_run`). The layers then
+cover all (V+1)**L states and a step costs up to (2V+1)**L transitions, as in the frontier engine, but
+without its materialised transitions and dense merge.
 """
 
 from __future__ import annotations
@@ -29,9 +34,11 @@ from __future__ import annotations
 import itertools
 import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from math import comb
 
 import numpy as np
+from scipy.stats import binom
 
 from .states import strides
 from .validation import SCALABLE_HINT, check_size
@@ -87,26 +94,37 @@ def _sizes(counts) -> list:
     return sizes
 
 
-def layered_bytes(vocab_size: int, length: int, counts, order="random", values: str = "independent") -> int:
-    """Peak bytes of :func:`layered_law` (cylinder table, the largest step's conditionals and layers)."""
+def layered_bytes(
+    vocab_size: int, length: int, plan_values, order="random", values: str = "independent", reveal: str = "fixed"
+) -> int:
+    """Peak bytes of :func:`layered_run`: the cylinder table, the layers, and the largest step's conditionals,
+    index tables and child layer. Bernoulli reveal keeps every layer (all (V+1)**L states) twice."""
     V, L = vocab_size, length
-    sizes = _sizes(counts)
+    if reveal == "fixed":
+        sizes = _sizes(plan_values)
+        pairs_K = list(zip(sizes[:-1], sizes[1:]))
+        held = 0
+    else:
+        pairs_K = [(K, K2) for K in range(L) for K2 in range(K + 1, L + 1)]
+        held = 2 * 8 * (V + 1) ** L if isinstance(order, str) else 2 * 8 * sum(V**K for K in range(L + 1))
     peak = 0
-    for K, K2 in zip(sizes[:-1], sizes[1:]):
+    for K, K2 in pairs_K:
         M = comb(L, K) if isinstance(order, str) else 1
         M2 = comb(L, K2) if isinstance(order, str) else 1
         cond = M * (L - K) * V ** (K + 1) if values == "independent" else M * V**K
         pairs = M2 * comb(K2, K2 - K)
         step = 8 * (cond + 2 * M * V**K + 2 * M2 * V**K2) + 8 * pairs * (1 + K2 - K) + 4 * min(PERM_CACHE, V**K2)
         peak = max(peak, step)
-    return 8 * (V + 1) ** L + peak
+    return 8 * (V + 1) ** L + held + peak
 
 
-def check_layered_size(vocab_size: int, length: int, counts, order, values: str, max_bytes: float | None) -> None:
+def check_layered_size(
+    vocab_size: int, length: int, plan_values, order, values: str, max_bytes: float | None, reveal: str = "fixed"
+) -> None:
     """Raise ValueError (with the memory it would need and the engine that scales) if too large."""
     check_size(
-        layered_bytes(vocab_size, length, counts, order, values),
-        f"exact_law's layered engine (value-blind policy, fixed counts, V = {vocab_size}, L = {length})",
+        layered_bytes(vocab_size, length, plan_values, order, values, reveal),
+        f"exact_law's layered engine (value-blind policy, {reveal} reveal, V = {vocab_size}, L = {length})",
         max_bytes,
         SCALABLE_HINT + " (theory.sampling.sample)",
     )
@@ -154,29 +172,105 @@ def layered_law(
     process may use, at most :data:`MAX_THREADS`; the result does not depend on it). See the module
     docstring for the recursion.
     """
+    if int(np.sum(counts)) != int(length):
+        raise ValueError(f"counts must sum to L = {length}, got {list(counts)}.")
+    return layered_run(cyl, vocab_size, length, counts, "fixed", order, values, threads).probs
+
+
+@dataclass(frozen=True)
+class LayeredResult:
+    """``probs`` (V**L,) numpy, ``expected_nfe`` and ``steps_run`` as :class:`theory.sampling.Law` counts them."""
+
+    probs: np.ndarray
+    expected_nfe: float
+    steps_run: int
+
+
+def _step_weights(reveal: str, value, masked: int) -> dict:
+    """{k: P(reveal k of the ``masked`` tokens)}: fixed counts min(k_n, masked); Bernoulli Binomial(masked, p_n)."""
+    if reveal == "fixed":
+        return {min(int(value), masked): 1.0}
+    pmf = binom.pmf(np.arange(masked + 1), masked, float(value))
+    return {k: float(w) for k, w in enumerate(pmf) if w > 0}
+
+
+def layered_run(
+    cyl,
+    vocab_size: int,
+    length: int,
+    plan_values,
+    reveal: str = "fixed",
+    order="random",
+    values: str = "independent",
+    threads: int | None = None,
+) -> LayeredResult:
+    """The layered law with fixed counts (``plan_values`` = k_1..k_N) or Bernoulli reveal (``plan_values`` =
+    p_1..p_N, the count of a step Binomial(#masked, p_n), then the policy's first / uniformly random
+    positions). With Bernoulli reveal a step maps every layer K to every K + k with weight
+    Binomial(k; L - K, p_n): the layers together cover (V+1)**L states and a step costs up to (2V+1)**L
+    transitions. NFE counts the steps that reveal >= 1 token; ``steps_run`` the steps until no mask is left.
+    """
     V, L = int(vocab_size), int(length)
+    if reveal not in ("fixed", "bernoulli"):
+        raise ValueError(f"reveal must be 'fixed' or 'bernoulli', got {reveal!r}.")
     cyl = np.asarray(cyl)
-    sizes = _sizes(counts)
-    if sizes[-1] != L:
-        raise ValueError(f"counts must sum to L = {L}, got {list(counts)}.")
-    all_sets = layer_sets(order, L, sizes)
-    P = np.ones((1, 1))
-    for n in range(1, len(sizes)):
-        K, K2 = sizes[n - 1], sizes[n]
-        k = K2 - K
-        sets, sets2 = all_sets[n - 1], all_sets[n]
-        P = _step(cyl, V, L, sets, sets2, P, k, order, values, threads)
-    return P.reshape(-1)
+    sets_of: dict = {}
+
+    def sets(K: int) -> np.ndarray:
+        if K not in sets_of:
+            sets_of[K] = layer_sets(order, L, [K])[0]
+        return sets_of[K]
+
+    layers: dict = {0: np.ones((1, 1))}
+    nfe, n = 0.0, 0
+    for value in plan_values:
+        if not any(K < L and np.any(P) for K, P in layers.items()):
+            break
+        new: dict = {}
+        for K, P in layers.items():
+            if K == L or not np.any(P):
+                _add(new, K, P)
+                continue
+            ks = _step_weights(reveal, value, L - K)
+            nfe += float(P.sum()) * sum(w for k, w in ks.items() if k > 0)
+            prep = None
+            for k, w in ks.items():
+                if k == 0:
+                    _add(new, K, w * P)
+                    continue
+                if prep is None:
+                    prep = _prepare(cyl, V, L, sets(K), P, values)
+                out = _step(cyl, V, L, sets(K), sets(K + k), prep, k, order, values, threads)
+                _add(new, K + k, out if w == 1.0 else w * out)
+        layers = new
+        n += 1
+    if any(K < L and np.any(P) for K, P in layers.items()):
+        raise RuntimeError("plan ended with masked tokens left (counts must sum to L; Bernoulli: p_N = 1).")
+    return LayeredResult(layers[L].reshape(-1), nfe, n)
 
 
-def _step(cyl, V, L, sets, sets2, P, k, order, values, threads=None):
-    """One layer step: P (M, V**K) on ``sets`` -> (M2, V**K2) on ``sets2``."""
+def _add(layers: dict, K: int, X: np.ndarray) -> None:
+    layers[K] = layers[K] + X if K in layers else X  # a new array: a carried layer may alias the old one
+
+
+def _prepare(cyl, V, L, sets, P, values):
+    """Per parent layer: (P or P / C[x_U], the conditionals (M, L - K, V, V**K) or None)."""
+    base = _bases(V, L, sets)  # (M, A)
+    C_U = cyl[base]  # (M, A)
+    if values == "independent":
+        return P, _conditionals(cyl, V, L, sets, C_U, base)
+    ok = C_U > 0
+    return np.where(ok, P / np.where(ok, C_U, 1.0), 0.0), None  # P / C[x_U]
+
+
+def _step(cyl, V, L, sets, sets2, prep, k, order, values, threads=None):
+    """One layer step revealing k tokens: ``prep`` = :func:`_prepare` of P (M, V**K) on ``sets`` -> (M2, V**K2)
+    on ``sets2``."""
     M, K = sets.shape
     M2, K2 = sets2.shape
     A, A2 = V**K, V**K2
-    base = _bases(V, L, sets)  # (M, A)
-    C_U = cyl[base]  # (M, A)
-    rank = {int(m): r for r, m in enumerate(_masks(sets))}
+    rank = np.full(1 << L, -1, np.int64)  # bitmask of a set -> its row in the parent layer (-1: not in it)
+    rank[_masks(sets)] = np.arange(M)
     pats = _combos(K2, k)  # (npat, k): slots of D inside the child
     masks2 = _masks(sets2)
     # parent of every (child, pattern): the child's set minus the pattern's slots
@@ -185,7 +279,7 @@ def _step(cyl, V, L, sets, sets2, P, k, order, values, threads=None):
     pslots = np.nonzero(keep)[1].reshape(len(pats), K)  # (npat, K): the parent's slots in the child
     dpos = sets2[:, pats]  # (M2, npat, k) positions of D
     pmask = masks2[:, None] - np.sum(np.left_shift(np.int64(1), dpos), axis=2, dtype=np.int64)  # (M2, npat)
-    par = np.array([rank.get(int(m), -1) for m in pmask.reshape(-1)], dtype=np.int64).reshape(M2, len(pats))
+    par = rank[pmask]  # (M2, npat)
     used = (par >= 0).any(0)  # patterns with a parent in the layer (all for RandomOrder, one for a fixed order)
     pats, pslots, dpos, par = pats[used], pslots[used], dpos[:, used], par[:, used]
     full = bool((par >= 0).all())
@@ -200,12 +294,7 @@ def _step(cyl, V, L, sets, sets2, P, k, order, values, threads=None):
     perms = (dig2 @ place.T).T.astype(np.int32) if cache else None  # (npat, A2)
     weight = 1.0 / comb(L - K, k) if isinstance(order, str) else 1.0
     out = np.zeros((M2, A2))
-    if values == "independent":
-        cond = _conditionals(cyl, V, L, sets, C_U, base)  # (M, L - K, V, A)
-        src = P
-    else:
-        ok = C_U > 0
-        src = np.where(ok, P / np.where(ok, C_U, 1.0), 0.0)  # (M, A): P / C[x_U]
+    src, cond = prep  # (M, A) and (M, L - K, V, A) (values="independent")
 
     def pull(c0: int, c1: int) -> None:
         """out[c0:c1] = sum over patterns of the parents' mass times the revealed tokens' conditionals."""

@@ -34,7 +34,7 @@ import numpy as np
 from scipy.stats import binom
 
 from .denoiser import ExactDenoiser, check_denoiser
-from .exact_layers import check_layered_size, layered_law
+from .exact_layers import check_layered_size, layered_run
 from .joint import Joint
 from .policies import FixedOrder, LeftToRight, RandomOrder, check_policy
 from .pytree import traceable
@@ -201,8 +201,8 @@ ENGINES = ("auto", "layers", "frontier")
 
 def _layered_setup(denoiser, policy, plan: Plan, values: str, callback, joint_cyl):
     """(cylinder table, order) for the layered engine, or a string saying why it does not apply."""
-    if plan.mode != "fixed":
-        return f"it needs fixed counts (got {plan.mode} reveal)"
+    if plan.mode == "adaptive":
+        return f"it needs a policy that reveals the schedule's counts ({type(policy).__name__} chooses its own)"
     if callback is not None:
         return "it does not call a callback"
     kind = type(policy)
@@ -248,11 +248,12 @@ def exact_law(
     engine: "auto" (default), "layers" or "frontier". Two engines compute the same law:
 
     * "layers" (:mod:`theory.exact_layers`): value-blind policies (exactly :class:`RandomOrder`,
-      :class:`LeftToRight`, :class:`FixedOrder`) with fixed counts and the exact conditionals (the
-      Joint's own denoiser or any ExactDenoiser; or ``values="joint"``), no callback. A dynamic
-      programme over layers of partial states with K_n = k_1 + ... + k_n visible positions, every
-      conditional a gather from the cylinder-sum table; V = 2, N = 4, L = 16 in seconds.
-    * "frontier": everything else (adaptive policies, Bernoulli reveal, other denoisers, callbacks).
+      :class:`LeftToRight`, :class:`FixedOrder`) with fixed counts or Bernoulli reveal and the exact
+      conditionals (the Joint's own denoiser or any ExactDenoiser; or ``values="joint"``), no callback.
+      A dynamic programme over layers of partial states with the same number of visible positions,
+      every conditional a gather from the cylinder-sum table; fixed counts, V = 2, N = 4: L = 16 in
+      seconds.
+    * "frontier": everything else (adaptive policies, other denoisers, callbacks).
       Propagates the distribution over partial states step by step (a sparse frontier, merged on the
       dense index space (V+1)**L). Cost: the number of (state, reveal set, values) transitions, at most
       (2V+1)**L per step, far fewer with fixed counts.
@@ -292,10 +293,9 @@ def exact_law(
                 raise ValueError(f"engine='layers' does not apply here: {layered}. Use engine='auto' or 'frontier'.")
         else:
             lcyl, order = layered
-            check_layered_size(V, L, plan.values, order, values, max_bytes)
-            probs = layered_law(lcyl, V, L, plan.values, order, values)
-            nz = np.nonzero(plan.values)[0]
-            return Law(jnp.asarray(probs), float(nz.size), int(nz[-1]) + 1)
+            check_layered_size(V, L, plan.values, order, values, max_bytes, plan.mode)
+            res = layered_run(lcyl, V, L, plan.values, plan.mode, order, values)
+            return Law(jnp.asarray(res.probs), res.expected_nfe, res.steps_run)
     S = (V + 1) ** L
     check_size(
         8 * S,
