@@ -188,7 +188,7 @@ def main():
                 print(f"| {L} | {pol} | {r.get('error', '')} | {lay.get('error', '')} | | |")
                 continue
             print(
-                f"| {L} | {pol} | {r['warm_s']:.3g} | {lay['warm_s']:.3g} | {r['warm_s'] / lay['warm_s']:.2g}x "
+                f"| {L} | {pol} | {r['warm_s']:.3g} | {lay['warm_s']:.3g} | {r['warm_s'] / lay['warm_s']:.3g}x "
                 f"| {r['max_abs_diff_vs_layers']:.1e} |",
                 flush=True,
             )
