@@ -286,12 +286,16 @@ def _step(cyl, V, L, sets, sets2, prep, k, order, values, threads=None):
     # s-th free position of the parent: d_j - (slots of U' before d_j that are in U) = d_j - pat_j + j
     slot = dpos - pats[None] + np.arange(k)[None, None]  # (M2, npat, k)
     # value maps: child value index x' -> index in the (V**k, V**K) block layout (values of D, then of U)
-    dig2 = _digits(V, K2)  # (A2, K2)
-    place = np.zeros((len(pats), K2), np.int64)
-    place[np.arange(len(pats))[:, None], pslots] = strides(V, K)[None, :] if K else 0
-    place[np.arange(len(pats))[:, None], pats] = (strides(V, k) * A)[None, :]
+    gidx = np.arange(A2, dtype=np.int32).reshape((V,) * K2)  # block layout: axes = D's slots, then U's slots
+    gaxes = np.concatenate([pats, pslots], axis=1)  # (npat, K2): the child slot of each block axis
+
+    def perm_of(p: int) -> np.ndarray:
+        """Child value index x' -> index in the block layout: the block index array with its axes put back
+        in the child's slot order (a transposed copy, O(V**K2))."""
+        return gidx.transpose(np.argsort(gaxes[p])).reshape(-1)
+
     cache = len(pats) * A2 <= PERM_CACHE
-    perms = (dig2 @ place.T).T.astype(np.int32) if cache else None  # (npat, A2)
+    perms = np.stack([perm_of(p) for p in range(len(pats))]) if cache else None  # (npat, A2)
     weight = 1.0 / comb(L - K, k) if isinstance(order, str) else 1.0
     out = np.zeros((M2, A2))
     src, cond = prep  # (M, A) and (M, L - K, V, A) (values="independent")
@@ -307,7 +311,7 @@ def _step(cyl, V, L, sets, sets2, prep, k, order, values, threads=None):
                     continue
                 pr = pr[rows]
             b = len(pr)
-            perm = perms[p] if perms is not None else (dig2 @ place[p]).astype(np.int32)
+            perm = perms[p] if perms is not None else perm_of(p)
             if values == "independent":
                 G = src[pr]  # (b, A)
                 sl = slot[c0:c1, p] if rows is None else slot[c0:c1, p][rows]  # (b, k)
