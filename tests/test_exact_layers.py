@@ -183,12 +183,22 @@ def test_mid_size_law_sums_to_one():
     assert abs(law.expected_nfe - 4.0) <= TOL  # summed over the layers' mass, as the frontier engine does
 
 
-def test_threads_do_not_change_a_bit():
-    """Worker threads split the children into disjoint blocks: the same bits for 1 and 3 threads."""
+def test_threads_blocks_and_uncached_permutations(monkeypatch):
+    """Small blocks (many blocks of children, so several worker threads) and no permutation cache give the
+    frontier engine's law; 1 and 3 threads give the same bits (disjoint blocks of children)."""
     q = Joint(np.random.default_rng(4).dirichlet(np.full(2**8, 0.3)), 2, 8)
     cyl = np.asarray(q.denoiser().cyl)
+    ref = np.asarray(exact_law(q, policies.RandomOrder(), counts=[2, 3, 3], engine="frontier").probs)
+    monkeypatch.setattr(exact_layers, "BLOCK", 64)
+    monkeypatch.setattr(exact_layers, "PERM_CACHE", 0)
     one = exact_layers.layered_law(cyl, 2, 8, [2, 3, 3], threads=1)
     three = exact_layers.layered_law(cyl, 2, 8, [2, 3, 3], threads=3)
     assert np.array_equal(one, three)
+    assert_close(one, ref, rtol=TOL, atol=1e-15)
+    probs = schedules.reveal_probs(schedules.linear(), 3)
+    bern = exact_layers.layered_run(cyl, 2, 8, probs, "bernoulli", threads=2)
+    ref_b = exact_law(q, policies.RandomOrder(), 3, reveal="bernoulli", engine="frontier")
+    assert_close(bern.probs, np.asarray(ref_b.probs), rtol=TOL, atol=1e-15)
+    assert abs(bern.expected_nfe - ref_b.expected_nfe) <= TOL and bern.steps_run == ref_b.steps_run
     with pytest.raises(ValueError, match="threads"):
         exact_layers.layered_law(cyl, 2, 8, [2, 3, 3], threads=0)
