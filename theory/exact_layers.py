@@ -1,4 +1,4 @@
-"""The exact law of value-blind policies with fixed counts, as a dynamic programme over layers.
+"""The exact law of value-blind policies (fixed counts or Bernoulli reveal) as a dynamic programme over layers.
 
 A value-blind policy (:class:`~theory.policies.RandomOrder`, :class:`~theory.policies.LeftToRight`,
 :class:`~theory.policies.FixedOrder`) chooses which positions to reveal without looking at the values, so
