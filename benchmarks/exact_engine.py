@@ -2,7 +2,8 @@
 
 For V in {2, 3, 4} and growing L: time and peak memory (max RSS of a fresh process) of
 (a) the cylinder-sum table behind the exact denoiser, (b) the full denoiser table ((V+1)**L, L, V) where
-it fits, and (c) exact_law with N = 4 random-order fixed-count steps (linear schedule). Stops growing L
+it fits, and (c) exact_law's frontier engine (``engine="frontier"``) with N = 4 random-order fixed-count steps (linear
+schedule); exact_law itself now takes the layered engine there (benchmarks/exact_layers.py measures it). Stops growing L
 when a run exceeds --max-seconds or the next instance would not fit in --max-gib. Also times the
 plain-Python reference law (theory.reference) on small instances and prints the speed ratio.
 
@@ -38,9 +39,9 @@ t = time.perf_counter(); C = cylinder_sums(q); C.block_until_ready(); out["cylin
 if what == "table":
     t = time.perf_counter(); T = q.denoiser().table(); T.block_until_ready(); out["table_s"] = time.perf_counter() - t
 elif what == "law":
-    t = time.perf_counter(); law = exact_law(q, None, 4); out["law_cold_s"] = time.perf_counter() - t
+    t = time.perf_counter(); law = exact_law(q, None, 4, engine="frontier"); out["law_cold_s"] = time.perf_counter() - t
     if out["law_cold_s"] < 30:  # second call: jitted helpers already compiled for these shapes
-        t = time.perf_counter(); law = exact_law(q, None, 4); out["law_s"] = time.perf_counter() - t
+        t = time.perf_counter(); law = exact_law(q, None, 4, engine="frontier"); out["law_s"] = time.perf_counter() - t
     else:
         out["law_s"] = out["law_cold_s"]
     out["law_sum"] = float(law.probs.sum())
@@ -49,8 +50,8 @@ elif what == "reference":
     t = time.perf_counter()
     ref = reference_law(np.asarray(q.probs), V, L, counts=counts)
     out["reference_s"] = time.perf_counter() - t
-    exact_law(q, None, 4)  # compile first: the comparison is of warm runs
-    t = time.perf_counter(); law = exact_law(q, None, 4); out["law_s"] = time.perf_counter() - t
+    exact_law(q, None, 4, engine="frontier")  # compile first: the comparison is of warm runs
+    t = time.perf_counter(); law = exact_law(q, None, 4, engine="frontier"); out["law_s"] = time.perf_counter() - t
     out["max_abs_diff"] = float(np.max(np.abs(ref - np.asarray(law.probs))))
 out["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 print(json.dumps(out))

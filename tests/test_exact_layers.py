@@ -1,0 +1,204 @@
+"""The layered exact law (theory.exact_layers) against the frontier engine, hand-derived laws, refusals.
+
+The frontier engine of :func:`theory.sampling.exact_law` (``engine="frontier"``) is the oracle: on
+hypothesis-drawn tables (adversarial kinds included: sparse supports, hard constraints, near-deterministic)
+the layered engine must give the same law to 1e-12, the same expected NFE and steps, for every value-blind
+policy, random counts (with empty steps) and schedules.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from theory import exact_layers, policies, schedules
+from theory.joint import Joint
+from theory.sampling import exact_law
+
+from conftest import assert_close
+from strategies import joints
+
+TOL = 1e-12
+
+
+@st.composite
+def plans(draw, length: int):
+    """Explicit counts (N parts of L, zeros allowed), or (steps, schedule) with fixed or Bernoulli reveal."""
+    kind = draw(st.sampled_from(["counts", "schedule", "bernoulli"]))
+    if kind == "counts":
+        N = draw(st.integers(1, length + 1))
+        cuts = sorted(draw(st.lists(st.integers(0, length), min_size=N - 1, max_size=N - 1)))
+        counts = np.diff([0, *cuts, length]).tolist()
+        return {"counts": counts, "reveal": "fixed"}
+    sched = draw(st.sampled_from([schedules.linear(), schedules.cosine(), schedules.polynomial(2.0)]))
+    reveal = "fixed" if kind == "schedule" else "bernoulli"
+    return {"steps": draw(st.integers(1, 5)), "schedule": sched, "reveal": reveal}
+
+
+@st.composite
+def value_blind(draw, length: int):
+    kind = draw(st.sampled_from(["random", "l2r", "fixed"]))
+    if kind == "random":
+        return policies.RandomOrder()
+    if kind == "l2r":
+        return policies.LeftToRight()
+    perm = draw(st.permutations(list(range(length))))
+    return policies.FixedOrder(tuple(perm))
+
+
+def _check_same(q, policy, plan, values="independent"):
+    new = exact_law(q, policy, values=values, engine="layers", **plan)
+    old = exact_law(q, policy, values=values, engine="frontier", **plan)
+    a, b = np.asarray(new.probs), np.asarray(old.probs)
+    assert np.max(np.abs(a - b)) <= TOL
+    assert_close(a, b, rtol=TOL, atol=1e-15)
+    assert abs(a.sum() - 1.0) <= TOL
+    assert abs(new.expected_nfe - old.expected_nfe) <= TOL
+    assert new.steps_run == old.steps_run
+    return a
+
+
+@settings(max_examples=25)
+@given(data=st.data())
+def test_layers_equal_frontier_engine(data):
+    q = data.draw(joints(max_states=4**5, max_length=6))
+    policy = data.draw(value_blind(q.length))
+    plan = data.draw(plans(q.length))
+    values = data.draw(st.sampled_from(["independent", "independent", "joint"]))
+    _check_same(q, policy, plan, values)
+
+
+def test_auto_takes_layers_and_never_the_frontier(monkeypatch):
+    """exact_law dispatches value-blind fixed-count calls (Joint or ExactDenoiser given) to the layered
+    engine: the frontier engine's marginal calls are never made."""
+    import theory.sampling as S
+
+    q = Joint(np.random.default_rng(0).dirichlet(np.ones(2**5)), 2, 5)
+    ref = np.asarray(exact_law(q, policies.RandomOrder(), 3, engine="frontier").probs)
+    ref_bern = np.asarray(exact_law(q, policies.LeftToRight(), 3, reveal="bernoulli", engine="frontier").probs)
+
+    def boom(*a, **k):
+        raise AssertionError("frontier engine called")
+
+    monkeypatch.setattr(S, "batched_marginals", boom)
+    for target in (q, q.denoiser()):
+        law = exact_law(target, policies.RandomOrder(), 3)
+        assert_close(np.asarray(law.probs), ref, rtol=TOL, atol=1e-15)
+        assert abs(law.expected_nfe - 3.0) <= TOL and law.steps_run == 3
+        law = exact_law(target, policies.LeftToRight(), 3, reveal="bernoulli")
+        assert_close(np.asarray(law.probs), ref_bern, rtol=TOL, atol=1e-15)
+    with pytest.raises(AssertionError, match="frontier"):  # Top-k looks at values: frontier engine
+        exact_law(q, policies.TopK("confidence"), 3)
+
+
+def test_pinned_copy_triple():
+    """q uniform on {000, 111} (the impossible-state example of theory.denoiser), counts [2, 1].
+
+    RandomOrder: the pair gets equal values w.p. 1/2 (then the copy: 000, 111 w.p. 1/4 each); unequal
+    w.p. 1/2, an impossible state whose last token is uniform: each of the six other sequences has 2 of
+    its 3 pairs unequal, 2 x (1/3)(1/4)(1/2) = 1/12. LeftToRight: x0 != x1 w.p. 1/2, then x2 uniform:
+    1/8 for 010, 011, 100, 101 and 0 for 001, 110. values="joint" gives q itself."""
+    q = Joint.from_support(np.array([[0, 0, 0], [1, 1, 1]]), 2, 3)
+    rnd = _check_same(q, policies.RandomOrder(), {"counts": [2, 1]})
+    assert_close(rnd, np.array([1 / 4] + [1 / 12] * 6 + [1 / 4]), rtol=1e-14)
+    l2r = _check_same(q, policies.LeftToRight(), {"counts": [2, 1]})
+    assert_close(l2r, np.array([1 / 4, 0, 1 / 8, 1 / 8, 1 / 8, 1 / 8, 0, 1 / 4]), rtol=1e-14)
+    for policy in (policies.RandomOrder(), policies.FixedOrder((2, 0, 1))):
+        assert_close(_check_same(q, policy, {"counts": [2, 1]}, "joint"), np.asarray(q.probs), rtol=1e-14)
+
+
+def test_pinned_bernoulli_copy_pair():
+    """q uniform on {00, 11}, Bernoulli reveal, N = 2 linear steps: p_1 = 1/2, p_2 = 1. Step 1 reveals
+    nothing (1/4; step 2 draws both from the marginals: 1/16 each), one token (1/2; the other copies it:
+    00, 11 w.p. 1/4 each) or both independently (1/4: 1/16 each). Law 3/8, 1/8, 1/8, 3/8; E[NFE] = 3/4
+    (step 1 reveals >= 1) + 3/4 (a mask is left) = 3/2; two steps run."""
+    q = Joint.from_support(np.array([[0, 0], [1, 1]]), 2, 2)
+    for policy in (policies.RandomOrder(), policies.LeftToRight()):
+        plan = {"steps": 2, "schedule": schedules.linear(), "reveal": "bernoulli"}
+        law = exact_law(q, policy, **plan)
+        assert_close(np.asarray(law.probs), np.array([3 / 8, 1 / 8, 1 / 8, 3 / 8]), rtol=1e-14)
+        assert abs(law.expected_nfe - 1.5) <= 1e-14 and law.steps_run == 2
+        _check_same(q, policy, plan)
+
+
+def test_pinned_one_step_and_one_token_per_step():
+    """One step revealing all L tokens: the product of q's one-token marginals. One token per step
+    (any order): q itself (chain rule). A product q: q itself for any counts."""
+    V, L = 3, 4
+    rng = np.random.default_rng(1)
+    q = Joint(rng.dirichlet(np.full(V**L, 0.3)), V, L)
+    t = np.asarray(q.probs).reshape((V,) * L)
+    marg = [t.sum(axis=tuple(j for j in range(L) if j != i)) for i in range(L)]
+    prod = np.einsum("a,b,c,d->abcd", *marg).reshape(-1)
+    for policy in (policies.RandomOrder(), policies.LeftToRight()):
+        assert_close(np.asarray(exact_law(q, policy, counts=[L]).probs), prod, rtol=1e-13)
+        assert_close(np.asarray(exact_law(q, policy, counts=[1] * L).probs), np.asarray(q.probs), rtol=1e-12)
+    ps = [rng.dirichlet(np.ones(V)) for _ in range(L)]
+    qp = Joint(np.einsum("a,b,c,d->abcd", *ps).reshape(-1), V, L)
+    for counts in ([2, 2], [1, 3], [0, 4, 0]):
+        law = exact_law(qp, policies.RandomOrder(), counts=counts)
+        assert_close(np.asarray(law.probs), np.asarray(qp.probs), rtol=1e-13)
+
+
+def test_transition_count_and_layer_sizes():
+    """Layer n holds binom(L, K_n) V**K_n values for RandomOrder, one set for a fixed order."""
+    sets = exact_layers.layer_sets("random", 6, [0, 2, 5, 6])
+    assert [len(s) for s in sets] == [1, 15, 6, 1]
+    assert all(list(map(tuple, s)) == list(itertools.combinations(range(6), K)) for s, K in zip(sets, [0, 2, 5, 6]))
+    fixed = exact_layers.layer_sets((3, 1, 0, 2, 5, 4), 6, [0, 2, 5, 6])
+    assert [tuple(s[0]) for s in fixed] == [(), (1, 3), (0, 1, 2, 3, 5), (0, 1, 2, 3, 4, 5)]
+
+
+def test_refusals_give_memory_and_the_scalable_engine():
+    """Too large for the budget: the memory estimate and the engine that scales. Not applicable with
+    engine='layers': a message saying why."""
+    L = 10
+    q = Joint(np.full(2**L, 2.0**-L), 2, L)
+    need = exact_layers.layered_bytes(2, L, [3, 2, 3, 2])
+    assert need > 8 * 3**L  # the cylinder table (which fits) plus the layers
+    with pytest.raises(
+        ValueError, match=r"(?s)layered engine.*would need.*Monte-Carlo sampler theory\.sampling\.sample"
+    ):
+        exact_law(q, policies.RandomOrder(), counts=[3, 2, 3, 2], max_bytes=8 * 3**L + 1000)
+    small = Joint(np.full(8, 1 / 8), 2, 3)
+    with pytest.raises(ValueError, match="value-blind"):
+        exact_law(small, policies.TopK("confidence"), 2, engine="layers")
+    with pytest.raises(ValueError, match="chooses its own"):
+        exact_law(small, policies.TopK("confidence", k=2), 2, engine="layers")
+    with pytest.raises(ValueError, match=r"(?s)bernoulli reveal.*would need.*Monte-Carlo"):
+        exact_law(q, policies.RandomOrder(), 4, reveal="bernoulli", max_bytes=8 * 3**L + 1000)
+    with pytest.raises(ValueError, match="engine must be one of"):
+        exact_law(small, policies.RandomOrder(), 2, engine="fast")
+
+
+def test_mid_size_law_sums_to_one():
+    """The layered law sums to 1 within 1e-12 on a mid-size instance (V = 2, L = 10, N = 4)."""
+    q = Joint(np.random.default_rng(3).dirichlet(np.full(2**10, 0.5)), 2, 10)
+    law = exact_law(q, policies.RandomOrder(), 4)
+    assert abs(float(law.probs.sum()) - 1.0) <= TOL
+    assert abs(law.expected_nfe - 4.0) <= TOL  # summed over the layers' mass, as the frontier engine does
+
+
+def test_threads_blocks_and_uncached_permutations(monkeypatch):
+    """Small blocks (many blocks of children, so several worker threads) and no permutation cache give the
+    frontier engine's law; 1 and 3 threads give the same bits (disjoint blocks of children)."""
+    q = Joint(np.random.default_rng(4).dirichlet(np.full(2**8, 0.3)), 2, 8)
+    cyl = np.asarray(q.denoiser().cyl)
+    ref = np.asarray(exact_law(q, policies.RandomOrder(), counts=[2, 3, 3], engine="frontier").probs)
+    monkeypatch.setattr(exact_layers, "BLOCK", 64)
+    monkeypatch.setattr(exact_layers, "PERM_CACHE", 0)
+    one = exact_layers.layered_law(cyl, 2, 8, [2, 3, 3], threads=1)
+    three = exact_layers.layered_law(cyl, 2, 8, [2, 3, 3], threads=3)
+    assert np.array_equal(one, three)
+    assert_close(one, ref, rtol=TOL, atol=1e-15)
+    probs = schedules.reveal_probs(schedules.linear(), 3)
+    bern = exact_layers.layered_run(cyl, 2, 8, probs, "bernoulli", threads=2)
+    ref_b = exact_law(q, policies.RandomOrder(), 3, reveal="bernoulli", engine="frontier")
+    assert_close(bern.probs, np.asarray(ref_b.probs), rtol=TOL, atol=1e-15)
+    assert abs(bern.expected_nfe - ref_b.expected_nfe) <= TOL and bern.steps_run == ref_b.steps_run
+    with pytest.raises(ValueError, match="threads"):
+        exact_layers.layered_law(cyl, 2, 8, [2, 3, 3], threads=0)
