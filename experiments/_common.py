@@ -117,13 +117,14 @@ def write_csv(out, name: str, frame) -> Path:
 
 
 def write_png(out, name: str, fig) -> Path:
-    """Save ``fig`` as ``name``.png (150 dpi) under ``out`` and close it."""
+    """Save ``fig`` as ``name``.png (150 dpi; the environment variable MDM_PNG_DPI overrides it, which the
+    tests' --quick runs use to save rendering time) under ``out`` and close it."""
     import matplotlib.pyplot as plt
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{name}.png"
-    fig.savefig(path, dpi=150, bbox_inches="tight")
+    fig.savefig(path, dpi=int(os.environ.get("MDM_PNG_DPI", 150)), bbox_inches="tight")
     plt.close(fig)
     return path
 

@@ -219,7 +219,7 @@ POLICIES = [policies.RandomOrder(), policies.LeftToRight(), policies.TopK("confi
             policies.EntropyBounded(0.2)]  # fmt: skip
 
 
-@settings(max_examples=8)
+@settings(max_examples=5)
 @given(q=joints(max_states=3**4, max_length=4), pi=st.integers(0, len(POLICIES) - 1), N=st.integers(1, 4),
        reveal=st.sampled_from(["fixed", "bernoulli"]))  # fmt: skip
 def test_remasking_off_equals_plain_mdm(q, pi, N, reveal):

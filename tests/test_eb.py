@@ -110,13 +110,13 @@ def _check_batched_select(sm, gamma, proxy):
     assert_close(weights, np.ones(len(states)))
 
 
-@settings(max_examples=15)
+@settings(max_examples=8)
 @given(masked_marginals(), eb_gammas, any_proxy)
 def test_eb_is_largest_valid_prefix(sm, gamma, proxy):
     _check_largest_valid_prefix(sm, gamma, proxy)
 
 
-@settings(max_examples=5)
+@settings(max_examples=3)
 @given(masked_marginals(max_batch=8), eb_gammas, any_proxy)
 def test_batched_select_equals_per_example(sm, gamma, proxy):
     _check_batched_select(sm, gamma, proxy)
@@ -167,7 +167,7 @@ def test_gamma_inf_reveals_all(sm, proxy):
         np.testing.assert_array_equal(sel, z == V)
 
 
-@settings(max_examples=5)
+@settings(max_examples=3)
 @given(joints(max_states=4**4), any_proxy)
 def test_exact_law_limits(q, proxy):
     """gamma = inf: one step, the product of the marginals. gamma = 0 with the exact denoiser: each step

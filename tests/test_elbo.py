@@ -136,7 +136,15 @@ def _mirror(schedule):
     return sampler
 
 
-@pytest.mark.parametrize("hooks", ["uniform-linear", "uniform-cosine", "beta-t", "mirror"])
+@pytest.mark.parametrize(
+    "hooks",
+    [
+        "uniform-linear",
+        pytest.param("uniform-cosine", marks=pytest.mark.slow),
+        "beta-t",
+        pytest.param("mirror", marks=pytest.mark.slow),
+    ],
+)  # mirror masks: tests/test_variance.py checks MIRROR and P-POTS+MIRROR against their exact moments
 def test_mc_loss_matches_exact_elbo(hooks):
     """E[loss] = ELBO / L for every schedule, t-sampler and (marginally correct) mask sampler: 4 SE."""
     q = languages.random_markov(jax.random.PRNGKey(2), 3, 4).joint()

@@ -159,7 +159,7 @@ def _check_rates_generate_the_path(q, alpha, tau):
     assert_close(fc.dp.sum(), 0.0, atol=1e-12 * fc.scale)  # mass is conserved
 
 
-@settings(max_examples=6)
+@settings(max_examples=3)
 @given(energy_joints(), paths_st, taus)
 def test_rates_generate_the_path(q, alpha, tau):
     """Kolmogorov forward: d/dtau p_tau (jax.jvp) = Q_tau^T p_tau, to 1e-10 of the terms that cancel."""

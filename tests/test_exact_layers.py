@@ -62,7 +62,7 @@ def _check_same(q, policy, plan, values="independent"):
     return a
 
 
-@settings(max_examples=25)
+@settings(max_examples=6)
 @given(data=st.data())
 def test_layers_equal_frontier_engine(data):
     q = data.draw(joints(max_states=4**5, max_length=6))

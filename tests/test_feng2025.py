@@ -266,6 +266,7 @@ def test_fixed_counts_min_steps_is_the_first_crossing():
         assert n <= L  # one token per step (N = L) always has SER = 0
 
 
+@pytest.mark.slow  # MC vs exact on chains stays default in tests/test_chains.py
 def test_ngram_mc_matches_exact():
     lang = sl.feng_language(*SMALL_NGRAM)
     for N in (1, 3):

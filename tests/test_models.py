@@ -36,7 +36,7 @@ def test_protocol_and_float32_parameters(kind):
     assert m.shape == (2, 3, 3) and m.dtype == jnp.float64
 
 
-@settings(max_examples=6)
+@settings(max_examples=3)
 @given(kind=model_kinds, data=st.data())
 def test_marginals_are_distributions_one_hot_at_visible(kind, data):
     V, L = 3, 3

@@ -174,6 +174,7 @@ print("sharded ok")
 """
 
 
+@pytest.mark.slow  # a subprocess with its own JAX start and compilations (~9 s); batch-size invariance stays default
 def test_sample_is_independent_of_sharding(tmp_path):
     """Two host devices (XLA_FLAGS=--xla_force_host_platform_device_count=2, set before JAX starts, hence a
     subprocess): a batch sharded over both gives the same tokens as the unsharded run, for every policy."""

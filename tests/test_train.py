@@ -93,6 +93,7 @@ def test_train_or_load(markov_q, tmp_path, monkeypatch):
         T.train_or_load(path, other, key=KEY, model="tabular")
 
 
+@pytest.mark.slow  # ~6.5 s of compiles; the MC evaluation is checked by default in tests/test_elbo.py
 def test_language_source_and_mc_evaluation():
     """A structured language trains directly; evaluation='mc' reports eps_learning with a standard error."""
     lang = languages.random_markov(jax.random.PRNGKey(9), 2, 3)
