@@ -112,6 +112,19 @@ def joint_of_kind(
     return Joint(p / p.sum(), V, L)
 
 
+def kind_params(draw, kind: str, L: int, concentrations) -> dict:
+    """The keyword arguments of :func:`joint_of_kind` that a table kind needs, drawn."""
+    if kind in ("dirichlet", "dirichlet_holes"):
+        return {"concentration": draw(st.sampled_from(list(concentrations)))}
+    if kind == "sparse_uniform":
+        return {"support": draw(st.sampled_from(["1", "2", "few", "half"]))}
+    if kind in ("structured", "soft_structured"):
+        return {"constraints": draw(st.integers(1, max(1, L - 1)))}
+    if kind == "near_deterministic":
+        return {"near_mass": draw(near_det_masses)}
+    return {}
+
+
 @st.composite
 def joints(draw, max_states: int = 4**5, min_length: int = 1, max_length: int = 6, sparse: bool = True, kinds=None):
     """A random Joint with (V+1)**L <= max_states: smooth tables (Dirichlet at several concentrations,
@@ -130,16 +143,7 @@ def joints(draw, max_states: int = 4**5, min_length: int = 1, max_length: int = 
             kinds = FULL_SUPPORT_KINDS
     kind = draw(st.sampled_from(list(kinds)))
     seed = draw(seeds)
-    kw = {}
-    if kind in ("dirichlet", "dirichlet_holes"):
-        kw["concentration"] = draw(st.sampled_from([0.05, 0.1, 0.3, 1.0, 3.0, 10.0]))
-    elif kind == "sparse_uniform":
-        kw["support"] = draw(st.sampled_from(["1", "2", "few", "half"]))
-    elif kind in ("structured", "soft_structured"):
-        kw["constraints"] = draw(st.integers(1, max(1, L - 1)))
-    elif kind == "near_deterministic":
-        kw["near_mass"] = draw(near_det_masses)
-    return joint_of_kind(kind, V, L, seed, **kw)
+    return joint_of_kind(kind, V, L, seed, **kind_params(draw, kind, L, (0.05, 0.1, 0.3, 1.0, 3.0, 10.0)))
 
 
 def sparse_supports(**kw):
@@ -345,15 +349,7 @@ def energy_joints(draw, full_support: bool = False, max_length: int = 4):
     L = draw(st.integers(1, max_length))
     kinds = FULL_SUPPORT_KINDS if full_support else draw(st.sampled_from([SMOOTH_KINDS, ADVERSARIAL_KINDS]))
     kind = draw(st.sampled_from(list(kinds)))
-    kw = {}
-    if kind in ("dirichlet", "dirichlet_holes"):
-        kw["concentration"] = draw(st.sampled_from([0.1, 1.0, 10.0]))
-    elif kind == "sparse_uniform":
-        kw["support"] = draw(st.sampled_from(["1", "2", "few", "half"]))
-    elif kind in ("structured", "soft_structured"):
-        kw["constraints"] = draw(st.integers(1, max(1, L - 1)))
-    elif kind == "near_deterministic":
-        kw["near_mass"] = draw(near_det_masses)
+    kw = kind_params(draw, kind, L, (0.1, 1.0, 10.0))
     return joint_of_kind(kind, V, L, draw(seeds), **kw)
 
 
