@@ -67,7 +67,7 @@ def _marginal_entropy(joint, A):
 
 
 # ---- reveal-set entropies -----------------------------------------------------------------------------
-@settings(max_examples=5)
+@settings(max_examples=3)
 @given(joints(max_states=4**4), seeds)
 def test_reveal_set_entropies_match_bruteforce(q, seed):
     V, L = q.vocab_size, q.length

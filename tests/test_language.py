@@ -77,7 +77,7 @@ def _check_against_joint(lang):
     assert np.all(language.is_correct(lang, s))
 
 
-@settings(max_examples=5)
+@settings(max_examples=3)
 @given(any_language())
 def test_every_language_agrees_with_its_joint(lang):
     _check_against_joint(lang)

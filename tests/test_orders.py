@@ -63,7 +63,7 @@ def _rel(a, b):
 
 
 # ---------------------------------------------------------------- Prop. 3.1 and the exact denoiser
-@settings(max_examples=3)
+@settings(max_examples=2)
 @given(inst=instances(), data=st.data())
 def test_elbo_is_expected_ar_loss(inst, data):
     """Garg2025, Prop. 3.1: int_0^1 E[loss_t] dt = sum_d P(d) AR(d) (decoding order), to 1e-8, any denoiser.

@@ -31,12 +31,12 @@ def markov_q():
 @pytest.fixture(scope="module")
 def trained(markov_q):
     return T.fit_denoiser(
-        markov_q, key=jax.random.PRNGKey(1), steps=200, model="transformer", eval_every=40, progress=False
+        markov_q, key=jax.random.PRNGKey(1), steps=120, model="transformer", eval_every=40, progress=False
     )
 
 
 def test_short_training_beats_uniform_and_eps_falls(markov_q, trained):
-    """200 steps of the default transformer (seconds): the ELBO gap to H(q) is below 1/4 of the uniform
+    """120 steps of the default transformer (seconds): the ELBO gap to H(q) is below 1/4 of the uniform
     denoiser's (uniform: L log V - H(q)), and the exactly measured eps_learning falls during training
     (final < 1/4 of the initial and of the uniform denoiser's; later evaluations lower than earlier ones)."""
     den, hist = trained
