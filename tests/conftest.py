@@ -67,3 +67,12 @@ LONGEST_FIRST = ("test_orders", "test_chains", "test_sampling", "test_eb", "test
 def pytest_collection_modifyitems(config, items):
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(Path(str(item.fspath)).stem, len(rank)))  # stable: order within a file kept
+
+
+def one_row(frame, **kw):
+    """The single row of ``frame`` whose columns equal ``kw`` (asserts there is exactly one)."""
+    sel = np.ones(len(frame), bool)
+    for k, v in kw.items():
+        sel &= frame[k].to_numpy() == v
+    assert sel.sum() == 1, (kw, int(sel.sum()))
+    return frame[sel].iloc[0]

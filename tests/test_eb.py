@@ -33,7 +33,7 @@ from theory.denoiser import smoothed
 from theory.metrics import nfe_speedups
 from theory.sampling import exact_law
 
-from conftest import assert_close, load_script, run_quick
+from conftest import assert_close, load_script, one_row, run_quick
 from strategies import any_proxy, eb_gammas, joints, masked_marginals
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -231,14 +231,6 @@ def quick(eb, tmp_path_factory):
     return out, frame, sp
 
 
-def _row(frame, **kw):
-    sel = np.ones(len(frame), bool)
-    for k, v in kw.items():
-        sel &= frame[k].to_numpy() == v
-    assert sel.sum() == 1, kw
-    return frame[sel].iloc[0]
-
-
 EXACT_FIELDS = ["nfe", "accuracy", "kl", "model_error", "dependence", "bound", "entropy_bound"]
 
 
@@ -273,13 +265,13 @@ def test_quick_exact_point_is_the_library(eb, quick):
     """A quick exact point recomputed from scratch: its task built by hand, the library's evaluate_sampler."""
     _, frame, _ = quick
     task = markov_task(jax.random.PRNGKey(0), 3, 4, concentration=0.5, forbid=0.6)
-    row = _row(frame, task="markov", denoiser=f"smoothed(eps={eb.EPS})", policy="EB", param=0.5)
+    row = one_row(frame, task="markov", denoiser=f"smoothed(eps={eb.EPS})", policy="EB", param=0.5)
     assert row.task_detail == task.name and row.proxy == "confidence"
     pt = evaluate_sampler(task, policies.EntropyBounded(0.5, "confidence"), smoothed(task.denoiser(), eb.EPS))
     _check_point(row, pt)
     assert row.kl > 0 and row.model_error > 0 and row.dependence > 0  # a point where every term is alive
     # copy pairs (a, a) with gamma = 0: {x0}, then {partner (H = 0), next a}, ...: NFE = L/2 + 1 = 3, exact law q
-    cp = _row(frame, task="copy_pairs", denoiser="exact", policy="EB", param=0.0)
+    cp = one_row(frame, task="copy_pairs", denoiser="exact", policy="EB", param=0.0)
     assert_close(np.array([cp.nfe, cp.accuracy]), np.array([3.0, 1.0]), rtol=1e-12)
     assert abs(cp.kl) < 1e-12
 
@@ -288,7 +280,7 @@ def test_quick_mc_point_is_the_library(eb, quick):
     """A quick Monte-Carlo point recomputed with the same key (point_key(seed, *labels)): identical numbers."""
     _, frame, _ = quick
     cfg = next(c for c in eb.grid(True, 0) if c.method == "mc" and c.policy_name == "EB" and c.param == 0.5)
-    row = _row(frame, task=cfg.task_name, denoiser=cfg.denoiser_name, policy="EB", param=0.5)
+    row = one_row(frame, task=cfg.task_name, denoiser=cfg.denoiser_name, policy="EB", param=0.5)
     key = eb._common.point_key(0, *cfg.labels)
     pt = evaluate_sampler_mc(key, cfg.task, cfg.policy, cfg.denoiser, num=eb.NUM_QUICK)
     for f in ("nfe", "nfe_se", "accuracy", "accuracy_se", "n"):
@@ -302,7 +294,7 @@ def test_quick_speedups_are_the_library(eb, quick):
     written = pd.read_csv(out / "eb_sampler_speedup.csv")
     pd.testing.assert_frame_equal(written, again, rtol=1e-11, check_dtype=False)
     pd.testing.assert_frame_equal(sp, again, rtol=1e-11, check_dtype=False)
-    cp = _row(written, task="copy_pairs", denoiser="exact", tolerance=0.0, policy="EB")
+    cp = one_row(written, task="copy_pairs", denoiser="exact", tolerance=0.0, policy="EB")
     assert_close(cp.speedup, 4 / 3)  # L / (L/2 + 1), L = 4
     base = written[written.policy == "TopK"]
     assert_close(base.speedup.to_numpy(), np.ones(len(base)))  # k = 1 is always the best equal-accuracy Top-k here
@@ -323,7 +315,7 @@ def _check_committed(frame, meta, task, name, den, pol):
     kind = "EB" if isinstance(pol, policies.EntropyBounded) else "TopK"
     param = pol.gamma if kind == "EB" else pol.k
     dname = "exact" if den == "exact" else f"smoothed(eps={eps})"
-    row = _row(frame, task=name, denoiser=dname, policy=kind, proxy=pol.proxy, param=param)
+    row = one_row(frame, task=name, denoiser=dname, policy=kind, proxy=pol.proxy, param=param)
     assert row.task_detail == task.name and row.n == 0
     _check_point(row, evaluate_sampler(task, pol, d))
 
@@ -357,7 +349,7 @@ def test_committed_mc_row(eb, committed):
     cfg = next(
         c for c in eb.grid(False, seed) if (c.method, c.denoiser_name, c.policy) == ("mc", "exact", pol)
     )  # the script's key labels of this point
-    row = _row(frame, task=cfg.task_name, denoiser="exact", policy="EB", proxy="margin", param=0.5)
+    row = one_row(frame, task=cfg.task_name, denoiser="exact", policy="EB", proxy="margin", param=0.5)
     assert row.task_detail == task.name
     pt = evaluate_sampler_mc(eb._common.point_key(seed, *cfg.labels), task, pol, num=meta["mc_samples"])
     assert row.n == pt.n == 2000

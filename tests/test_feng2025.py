@@ -20,7 +20,7 @@ from theory import schedules as S
 from theory.denoiser import smoothed, smoothing_kl_bound
 from theory.sampling import exact_law, sample
 
-from conftest import assert_close, load_script, run_quick
+from conftest import assert_close, load_script, one_row, run_quick
 from strategies import entropy_ngrams, schedules_st
 
 even_lengths = st.sampled_from([2, 4, 6])
@@ -425,14 +425,6 @@ def _csv(folder, what):
     return pd.read_csv(Path(folder) / f"steps_vs_length_{what}.csv", keep_default_na=False, na_values=[""])
 
 
-def _row(df, **kw):
-    m = np.ones(len(df), bool)
-    for k, v in kw.items():
-        m &= (df[k] == v).to_numpy()
-    assert m.sum() == 1, (kw, m.sum())
-    return df[m].iloc[0]
-
-
 def test_quick_writes_tidy_outputs(quick):
     out, res = quick
     for f in ("ter.csv", "ter.png", "ser.csv", "ser.png", "min_steps.csv", "min_steps.png", "learning.csv"):
@@ -460,9 +452,9 @@ def test_quick_rows_equal_library(quick):
     out, _ = quick
     ter, ser, mins = _csv(out, "ter"), _csv(out, "ser"), _csv(out, "min_steps")
     name = "bigram V=3 h=0.6"
-    r = _row(ter, language=name, length=4, steps=4, method="exact")
+    r = one_row(ter, language=name, length=4, steps=4, method="exact")
     assert_close(r.ter_gap, sl.exact_metrics(sl.feng_language(name, 4), 4, schedule=S.linear())["ter_gap"], rtol=1e-10)
-    r = _row(ter, language=name, length=16, steps=4, method="mc")
+    r = one_row(ter, language=name, length=16, steps=4, method="mc")
     seed, labels = sl.parse_key_string(r.point_key)
     assert labels == (sl.FIG_TER, 0, 16, 4)
     import _common  # on sys.path once the script is loaded
@@ -471,11 +463,11 @@ def test_quick_rows_equal_library(quick):
     m = sl.mc_metrics(sl.mc_key(seed, *labels), sl.feng_language(name, 16), 4, num=int(r.num), schedule=S.linear(),
                       batch_size=sl.MC_BATCH)  # fmt: skip
     assert abs(m["ter_gap"] - r.ter_gap) <= 1e-12 and abs(m["ter_gap_se"] - r.ter_gap_se) <= 1e-12
-    r = _row(ser, language="copy pairs", length=16, steps=4, reveal="fixed", method="closed form")
+    r = one_row(ser, language="copy pairs", length=16, steps=4, reveal="fixed", method="closed form")
     assert_close(r.ser, B.copy_pairs_ser_fixed(16, S.fixed_counts(S.linear(), 4, 16)), rtol=1e-11)
-    r = _row(mins, target="SER <= 0.5", language="copy pairs", length=32, reveal="bernoulli")
+    r = one_row(mins, target="SER <= 0.5", language="copy pairs", length=32, reveal="bernoulli")
     assert r.min_steps == math.ceil(1 / (2 * (1 - 2 ** (-2 / 32))))
-    r = _row(mins, target="TER gap <= 0.05", language="noisy copy pairs", length=16)
+    r = one_row(mins, target="TER gap <= 0.05", language="noisy copy pairs", length=16)
     assert r.min_steps == math.ceil(_noisy_pairs_gap_constant() / 0.05)
     bp = ter[ter.method == "exact (block product)"]
     assert_close(bp.ter_gap.to_numpy(), _noisy_pairs_gap_constant() / bp.steps.to_numpy(), rtol=1e-10)
@@ -493,8 +485,8 @@ def test_quick_learning_rows(quick):
     assert_close(learn.move.to_numpy(), (learn.ter_gap - learn.ter_gap_exact_denoiser).to_numpy(), rtol=1e-9)
     within = learn.ter_gap + 1.959963984540054 * learn.ter_gap_se <= learn.feng_bound
     assert (learn.total_gap_within_bound.astype(bool) == within).all()
-    r = _row(learn, method="mc", length=16, steps=4)
-    f = _row(ter, language="bigram V=3 h=0.6", length=16, steps=4, method="mc")
+    r = one_row(learn, method="mc", length=16, steps=4)
+    f = one_row(ter, language="bigram V=3 h=0.6", length=16, steps=4, method="mc")
     assert r.point_key == f.point_key and abs(r.ter_gap_exact_denoiser - f.ter_gap) <= 1e-12
     assert r.move_se > 0
 
@@ -524,12 +516,12 @@ def test_committed_rows_recompute():
     ter, ser, mins, learn = (_csv(FIG, w) for w in ("ter", "ser", "min_steps", "learning"))
     lin = S.linear()
     for name, L, N in (("bigram V=3 h=0.6", 6, 8), ("trigram V=2 h=0.35", 8, 8)):
-        r = _row(ter, language=name, length=L, steps=N, method="exact")
+        r = one_row(ter, language=name, length=L, steps=N, method="exact")
         assert_close(r.ter_gap, sl.exact_metrics(sl.feng_language(name, L), N, schedule=lin)["ter_gap"], rtol=1e-10)
     bp = ter[ter.method == "exact (block product)"]
     assert set(bp.length) == {16, 64, 256, 1024}
     assert_close(bp.ter_gap.to_numpy(), _noisy_pairs_gap_constant() / bp.steps.to_numpy(), rtol=1e-10)
-    r = _row(ter, language="bigram V=3 h=0.6", length=16, steps=8, method="mc")
+    r = one_row(ter, language="bigram V=3 h=0.6", length=16, steps=8, method="mc")
     seed, labels = sl.parse_key_string(r.point_key)
     m = sl.mc_metrics(sl.mc_key(seed, *labels), sl.feng_language("bigram V=3 h=0.6", 16, seed), 8, num=int(r.num),
                       schedule=lin, batch_size=sl.MC_BATCH)  # fmt: skip
@@ -557,7 +549,7 @@ def test_committed_rows_recompute():
     assert (ncp.min_steps == math.ceil(_noisy_pairs_gap_constant() / 0.05)).all() and len(ncp) == 4
     assert_close(learn.feng_bound.to_numpy(), (learn.eps_learning + 4 * learn.feng_eps * math.log(3)).to_numpy(),
                  rtol=1e-11)  # fmt: skip
-    r = _row(learn, method="exact", steps=8)
+    r = one_row(learn, method="exact", steps=8)
     q = sl.feng_language("bigram V=3 h=0.6", int(r.length)).joint()
     den = smoothed(q.denoiser(), 0.05)
     again = sl.learning_error_rows(

@@ -29,7 +29,7 @@ from theory import elbo
 from theory import estimators as Es
 from theory import variance as Vr
 
-from conftest import assert_close, load_script, run_quick
+from conftest import assert_close, load_script, one_row, run_quick
 
 ROOT = Path(__file__).resolve().parent.parent
 FINITE_AT_ZERO = {"P-POTS (p*)", "P-POTS (fit)", "ISAD", "P-POTS+MIRROR"}
@@ -43,14 +43,6 @@ def vr():
 @pytest.fixture(scope="module")
 def quick(vr, tmp_path_factory):
     return run_quick(vr, tmp_path_factory)
-
-
-def _row(frame, **kw):
-    sel = np.ones(len(frame), bool)
-    for k, v in kw.items():
-        sel &= frame[k].to_numpy() == v
-    assert sel.sum() == 1, kw
-    return frame[sel].iloc[0]
 
 
 def _check_frame(vr, frame):
@@ -118,12 +110,12 @@ def test_quick_rows_are_the_library(vr, quick):
     q = languages.dirichlet(jax.random.fold_in(vr._common.point_key(0, 0), 0), 2, 4, 0.5)  # as the script
     tables = Vr.loss_moments(q, q.denoiser())
     cf = Vr.standard_closed_form(tables, vr.EPS)
-    row = _row(frame, language="dirichlet", denoiser="exact", kind="loss", estimator="standard", eps=vr.EPS)
+    row = one_row(frame, language="dirichlet", denoiser="exact", kind="loss", estimator="standard", eps=vr.EPS)
     for k in ("mean", "A", "B", "C", "total"):
         assert_close(row[k], getattr(cf, k), rtol=1e-10, err_msg=k)
-    row = _row(frame, language="dirichlet", denoiser="exact", kind="loss", estimator="MIRROR", eps=vr.EPS)
+    row = one_row(frame, language="dirichlet", denoiser="exact", kind="loss", estimator="MIRROR", eps=vr.EPS)
     assert_close(row.total, Es.mirror().decompose(tables, vr.EPS).total, rtol=1e-12)
-    row = _row(frame, language="dirichlet", denoiser="exact", kind="loss", estimator="ISAD", eps=0.0)
+    row = one_row(frame, language="dirichlet", denoiser="exact", kind="loss", estimator="ISAD", eps=0.0)
     assert_close(row.total, Es.isad(*Es.optimal_token_rate(tables, 0.0)).decompose(tables, 0.0).total, rtol=1e-12)
     s = sweep[(sweep.language == "dirichlet") & (sweep.denoiser == "exact")].set_index("eps")
     c1 = Vr.divergence_coefficient(tables)
@@ -160,7 +152,7 @@ def test_quick_training_is_the_library(vr, quick):
     assert_close(got.train_loss.to_numpy()[1:], hist.train_loss.to_numpy()[1:], rtol=1e-6)
     last = tr[tr.step == tr.step.max()]
     for (opt, m), g in last.groupby(["optimizer", "method"]):
-        r = _row(summary, optimizer=opt, method=m)
+        r = one_row(summary, optimizer=opt, method=m)
         assert_close(r.elbo_gap_mean, g.elbo_gap.mean(), rtol=1e-12)
         assert_close(r.eps_learning_max, g.eps_learning.max(), rtol=1e-12)
         base = last[(last.optimizer == opt) & (last.method == "standard")]
@@ -184,10 +176,10 @@ def test_committed_rows(vr, committed):
     q = tasks.copy_pairs_task(4).joint()
     tables = Vr.loss_moments(q, q.denoiser())
     cf = Vr.standard_closed_form(tables, meta["eps"])
-    row = _row(frame, language="copy_pairs", denoiser="exact", kind="loss", estimator="standard", eps=meta["eps"])
+    row = one_row(frame, language="copy_pairs", denoiser="exact", kind="loss", estimator="standard", eps=meta["eps"])
     for k in ("mean", "A", "B", "C", "total"):
         assert_close(row[k], getattr(cf, k), rtol=1e-10, err_msg=k)
-    row = _row(frame, language="copy_pairs", denoiser="exact", kind="loss", estimator="MIRROR", eps=meta["eps"])
+    row = one_row(frame, language="copy_pairs", denoiser="exact", kind="loss", estimator="MIRROR", eps=meta["eps"])
     assert_close(row.total, Es.mirror().decompose(tables, meta["eps"]).total, rtol=1e-10)
     tr = pd.read_csv(ROOT / "figures" / "variance_reduction_training.csv")
     summary = pd.read_csv(ROOT / "figures" / "variance_reduction_summary.csv")
@@ -195,7 +187,7 @@ def test_committed_rows(vr, committed):
     assert set(tr.optimizer) == set(vr.OPTIMIZERS) and set(tr.method) == set(vr.TRAIN_METHODS)
     last = tr[tr.step == tr.step.max()]
     for (opt, m), g in last.groupby(["optimizer", "method"]):
-        r = _row(summary, optimizer=opt, method=m)
+        r = one_row(summary, optimizer=opt, method=m)
         assert_close(r.elbo_gap_mean, g.elbo_gap.mean(), rtol=1e-10)
         assert_close(r.elbo_gap_sd, g.elbo_gap.std(ddof=1), rtol=1e-10)
     assert tr.groupby(["optimizer", "method", "step"]).evaluations.nunique().eq(1).all()
