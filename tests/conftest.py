@@ -2,6 +2,7 @@
 
 import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import jax  # noqa: E402
@@ -43,6 +44,7 @@ def load_script(name: str, module_name: str | None = None):
     """Import experiments/<name>.py as a module (``module_name`` distinguishes several imports of one script)."""
     spec = importlib.util.spec_from_file_location(module_name or f"_script_{name}", ROOT / "experiments" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses (and pickling) look their module up there
     spec.loader.exec_module(mod)
     return mod
 
