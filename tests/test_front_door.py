@@ -129,6 +129,16 @@ def test_generated_tables_missing_csv_is_a_clear_error(tables, tmp_path):
         tables.kl_vs_steps_cell(tmp_path)
 
 
+# ---- the worked example of docs/extending.md runs as written ------------------------------------------------
+def test_worked_example_runs(capsys):
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / "extending.md").read_text(), re.S)
+    assert len(blocks) == 1
+    exec(compile(blocks[0], "docs/extending.md", "exec"), {"__name__": "docs_extending"})  # its asserts run
+    out = capsys.readouterr().out
+    # the numbers the page quotes, log(4 / 0.99) and 1 - 0.25 * 0.99 (derived by hand on the page)
+    assert "KL(q || p) = 1.3963 nats" in out and "SER = 0.7525" in out
+
+
 # ---- every file, figure and test named in the docs exists ---------------------------------------------------
 _REF = re.compile(  # a repository path (braces: alternatives, *: glob), optionally ::name
     r"((?:tests|theory|synthetic|experiments|benchmarks|figures|docs)/(?:[\w./*-]|\{[^}]*\})+?)"
