@@ -8,8 +8,8 @@ A script is a thin ``main(argv)`` over library functions:
     write_outputs(args.out, "name", frame, fig, settings)   # name.csv, name.png, name.json
 
 Same seed, same CSV, byte for byte: every random point draws its key with :func:`point_key`.
-Colours, markers and line styles come from :func:`style` so that a method looks the same in every
-figure of the project.
+Sizes, fonts, colours, markers, line styles and axis labels come from :mod:`experiments._style` (applied
+by :func:`setup`; :func:`style` is its per-method look), so a method looks the same in every figure.
 """
 
 from __future__ import annotations
@@ -26,44 +26,21 @@ FIGURES = ROOT / "figures"
 if str(ROOT) not in sys.path:  # scripts run as `python experiments/x.py` from a checkout
     sys.path.insert(0, str(ROOT))
 
+from experiments import _style  # noqa: E402  (one figure style: sizes, fonts, colours, labels)
+
 #: Float format of every CSV the scripts write (12 significant digits: stable across runs and machines).
 CSV_FLOAT = "%.12g"
 
-# One look per method across all figures (Okabe–Ito colour-blind-safe palette).
-_PALETTE = {
-    "exact": "#000000",
-    "closed form": "#000000",
-    "exact (block product)": "#555555",
-    "mc": "#0072B2",
-    "mc (learned)": "#D55E00",
-    "EB": "#009E73",
-    "TopK": "#CC79A7",
-    "linear": "#0072B2",
-    "cosine": "#E69F00",
-    "cosine_squared": "#009E73",
-    "bernoulli": "#0072B2",
-    "fixed": "#D55E00",
-    "autoregressive": "#000000",
-}
-_MARKERS = {"exact": "", "closed form": "", "exact (block product)": "", "mc": "o", "mc (learned)": "x", "EB": "o",
-            "TopK": "s"}  # fmt: skip
-_LINES = {"exact": "--", "closed form": "-", "exact (block product)": "-", "mc": "none", "mc (learned)": "none",
-          "EB": "-", "TopK": "--", "fixed": ":", "bernoulli": "-"}  # fmt: skip
-_SERIES = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"]
-
 
 def style(method: str) -> dict:
-    """matplotlib keyword arguments (color, marker, linestyle) for a method name, the same in every figure."""
-    return {
-        "color": _PALETTE.get(method, "#444444"),
-        "marker": _MARKERS.get(method, "o"),
-        "linestyle": _LINES.get(method, "-"),
-    }
+    """matplotlib keyword arguments (color, marker, linestyle) for a method name, the same in every figure
+    (:func:`experiments._style.style`)."""
+    return _style.style(method)
 
 
 def series_color(i: int) -> str:
     """The i-th colour of the project's palette, for series that are not methods (lengths, tasks)."""
-    return _SERIES[i % len(_SERIES)]
+    return _style.series_color(i)
 
 
 def parser(description: str) -> argparse.ArgumentParser:
@@ -83,6 +60,7 @@ def setup() -> None:
     import matplotlib
 
     matplotlib.use("Agg")
+    _style.apply()
 
 
 def point_key(seed: int, *labels: int):

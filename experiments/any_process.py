@@ -29,6 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
+import _style  # noqa: E402
 
 NAME = "any_process"
 Z95 = 1.959963984540054
@@ -157,7 +158,7 @@ def plot_self_correction(sc, growth):
     import numpy as np
     from matplotlib.lines import Line2D
 
-    fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
+    fig, axes = plt.subplots(1, 3, figsize=_style.figsize(3, 1, scale=1.3))
     marks = {"plain MDM": "o", "remask (prefix)": "s", "remask (factor)": "^"}
     for ax, name in zip((axes[0], axes[2]), ("copy pairs", "additive 3-gram")):
         d = sc[sc.language == name]
@@ -176,8 +177,8 @@ def plot_self_correction(sc, growth):
                             ls="none" if len(cf) or m != "plain MDM" else "-")  # fmt: skip
         ax.set_xscale("log", base=2)
         ax.set_ylim(-0.03, 1.03)
-        ax.set_xlabel("NFE (model calls that change the sequence)")
-        ax.set_ylabel("SER")
+        ax.set_xlabel(_style.label("nfe", "(calls that change the sequence)"))
+        ax.set_ylabel(_style.label("ser"))
         ax.set_title(f"{name}: SER vs NFE (remasking: SER = 0 measured)")
         if not len(d):
             ax.text(0.5, 0.5, "not run (--quick)", ha="center", transform=ax.transAxes)
@@ -188,7 +189,7 @@ def plot_self_correction(sc, growth):
         handles += [Line2D([], [], color="0.3", marker=marks[m], ls="none", mfc="0.3" if m == "plain MDM" else "none",
                            label=f"{m}, MC (draft N = 1, 4, 8)" if m != "plain MDM" else f"{m}, MC")
                     for m in SC_METHODS if (d.method == m).any()]  # fmt: skip
-        ax.legend(handles=handles, fontsize=6.5, loc="center right")
+        ax.legend(handles=handles, fontsize="x-small", loc="center right")
     ax = axes[1]
     dels = sorted(growth.delta.unique())
     for m, ls in zip(SC_METHODS, ("-", "--", ":")):
@@ -197,21 +198,21 @@ def plot_self_correction(sc, growth):
             if m != "plain MDM" and j:  # the remasking curves do not depend on delta (SER -> 0)
                 continue
             lab = f"{m}, SER<={delta:g}" if m == "plain MDM" else f"{m} (draft N=1), SER=0"
-            ax.plot(g.length, g.nfe, ls=ls, color=_common.series_color(3 + j if m == "plain MDM" else 0),
+            ax.plot(g.length, g.nfe, ls=ls, color=_style.color(m) if m != "plain MDM" else _common.series_color(3 + j),
                     lw=1.3, label=lab + ", closed form")  # fmt: skip
     mc = sc[(sc.language == "copy pairs") & (sc.source == "mc") & (sc.steps == 1) & (sc.method != "plain MDM")]
     for m in ("remask (prefix)", "remask (factor)"):
         g = mc[mc.method == m].sort_values("length")
-        ax.errorbar(g.length, g.nfe, yerr=Z95 * g.nfe_se, fmt=marks[m], mfc="none", color=_common.series_color(0),
+        ax.errorbar(g.length, g.nfe, yerr=Z95 * g.nfe_se, fmt=marks[m], mfc="none", color=_style.color(m),
                     ms=4, capsize=2, ls="none", label=f"{m}, MC (N=1)")  # fmt: skip
     Ls = np.array(sorted(growth.length.unique()))
     ax.plot(Ls, Ls, color="0.6", lw=0.8, label="N = L (autoregressive)")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log", base=2)
-    ax.set_xlabel("length L")
-    ax.set_ylabel("NFE needed")
+    ax.set_xlabel(_style.label("length"))
+    ax.set_ylabel(_style.label("nfe", "needed"))
     ax.set_title("copy pairs: NFE for the SER target vs L")
-    ax.legend(fontsize=5.5, loc="upper left")
+    ax.legend(fontsize="xx-small", loc="upper left")
     fig.suptitle("Yang2025 x Feng2025: remasking escapes the Omega(L) SER bound (colour = L; MC: 95% error bars)")
     fig.tight_layout()
     return fig
@@ -267,7 +268,7 @@ def plot_parity(par):
     import matplotlib.pyplot as plt
     import numpy as np
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.3))
+    fig, axes = plt.subplots(1, 2, figsize=_style.figsize(2, 1, scale=1.2))
     ax = axes[0]
     for i, mode in enumerate(("sequential", "tree")):
         g = par[(par.model == f"rule ({mode})") & (par.inputs == "random")].sort_values("length")
@@ -279,10 +280,10 @@ def plot_parity(par):
     ax.set_xscale("log", base=2)
     ax.set_yscale("symlog", base=2, linthresh=1)
     ax.set_ylim(bottom=0)
-    ax.set_xlabel("input length n")
-    ax.set_ylabel("NFE")
+    ax.set_xlabel("input length n [bits]")
+    ax.set_ylabel(_style.label("nfe"))
     ax.set_title("parity by deletion: exact step counts (all correct)")
-    ax.legend(fontsize=7)
+    ax.legend()
     ax = axes[1]
     for i, (m, g) in enumerate(par[par.model.str.startswith("trained")].groupby("model")):
         g = g.sort_values("length")
@@ -292,10 +293,10 @@ def plot_parity(par):
     ax.text(2.1, 0.5, "training length", fontsize=7, color="0.4")
     ax.set_xscale("log", base=2)
     ax.set_ylim(-0.03, 1.05)
-    ax.set_xlabel("test length n")
-    ax.set_ylabel("accuracy (95% error bars)")
+    ax.set_xlabel("test length n [bits]")
+    ax.set_ylabel("accuracy [probability] (95% error bars)")
     ax.set_title("tiny head model trained on length-2 transitions")
-    ax.legend(fontsize=7, loc="lower left")
+    ax.legend(loc="lower left")
     del np
     fig.suptitle("Yang2025: parity by deletion-based elimination")
     fig.tight_layout()
@@ -334,7 +335,7 @@ def plot_dyck(dy):
     import matplotlib.pyplot as plt
     import numpy as np
 
-    fig, ax = plt.subplots(figsize=(6.5, 4.3))
+    fig, ax = plt.subplots(figsize=_style.figsize(1, 1, scale=1.4))
     groups = list(dy.groupby(["k", "max_pairs"]))
     wdt = 0.8 / len(groups)
     for i, ((k, _), g) in enumerate(groups):
@@ -351,10 +352,10 @@ def plot_dyck(dy):
         )
         ax.plot(x, g.generated, "x", color=col, ms=7, label=f"k={k}: generator support (exact law)")
     ax.set_yscale("log")
-    ax.set_xlabel("word length")
+    ax.set_xlabel("word length [tokens]")
     ax.set_ylabel("number of words")
     ax.set_title("Yang2025: insertion generator's support = two-sided Dyck-k")
-    ax.legend(fontsize=7)
+    ax.legend()
     del np
     fig.tight_layout()
     return fig
@@ -398,7 +399,7 @@ def parallel_time_rows(cfg, seed: int) -> list[dict]:
 def plot_parallel_time(pt):
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.8, 4.6))
+    fig, ax = plt.subplots(figsize=_style.figsize(1, 1, scale=1.5))
     for i, (m, g) in enumerate(pt.groupby("method", sort=False)):
         g = g.sort_values("n")
         col = _common.series_color(i)
@@ -408,10 +409,10 @@ def plot_parallel_time(pt):
     ax.set_xscale("log", base=2)
     ax.set_yscale("symlog", base=2, linthresh=1)
     ax.set_ylim(bottom=0)
-    ax.set_xlabel("n (input bits)")
-    ax.set_ylabel("steps (NFE)")
+    ax.set_xlabel("n [input bits]")
+    ax.set_ylabel(_style.label("nfe", "= steps"))
     ax.set_title("Yang2025: parallel time of parity / prefix sums (lines: formula, o: exact run)")
-    ax.legend(fontsize=7)
+    ax.legend()
     fig.tight_layout()
     return fig
 

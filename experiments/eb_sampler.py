@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from experiments import _common
+from experiments import _common, _style
 
 GAMMAS = [0.0, 0.001, 0.01, 0.1, 0.25, 0.5, 1.0, 1.5, float("inf")]
 GAMMAS_QUICK = [0.0, 0.5, float("inf")]
@@ -172,7 +172,7 @@ def plot(frame, sp):
 
     tasks_ = list(dict.fromkeys(frame.task))
     dens = list(dict.fromkeys(frame.denoiser))
-    fig, axes = plt.subplots(len(tasks_), len(dens), figsize=(5.2 * len(dens), 3.1 * len(tasks_)), squeeze=False)
+    fig, axes = plt.subplots(len(tasks_), len(dens), figsize=_style.figsize(len(dens), len(tasks_), 1.2), squeeze=False)
     for i, t in enumerate(tasks_):
         for j, d in enumerate(dens):
             ax = axes[i, j]
@@ -198,12 +198,12 @@ def plot(frame, sp):
             law = "exact law" if first.method == "exact" else f"Monte Carlo, n = {int(first.n)}"
             ax.set_title(f"{first.task_detail}, {d} denoiser, {law}\nEB speed-up at equal accuracy: {gain}×",
                          fontsize=8)  # fmt: skip
-            ax.set_xlabel("expected NFE")
-            ax.set_ylabel("accuracy (1 − SER)")
+            ax.set_xlabel(_style.label("expected_nfe"))
+            ax.set_ylabel(_style.label("accuracy"))
             ax.set_ylim(-0.03, 1.03)
             ax.grid(alpha=0.3)
             if i == 0 and j == 0:
-                ax.legend(fontsize=7, loc="lower right")
+                ax.legend(loc="lower right")
     fig.suptitle(
         "BenHamu2025: accuracy/NFE Pareto fronts (best accuracy at NFE ≤ x); faint markers: every point, "
         "error bars 2 SE (MC)\nspeed-ups: one token per step (Top-k, k = 1) NFE / EB's smallest NFE at its "

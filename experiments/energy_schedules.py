@@ -40,7 +40,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from experiments import _common
+from experiments import _common, _style
 
 GRID = tuple(round(0.1 * k, 1) for k in range(1, 11))  # the paper's {0.1, ..., 1.0}
 GRID_QUICK = (0.1, 0.5, 1.0)
@@ -345,7 +345,7 @@ def plot_toy(frame, best, quick):
 
     grid = list(GRID_QUICK if quick else GRID)
     sub3 = frame[frame.steps == STEPS]
-    fig, axes = plt.subplots(2, 4, figsize=_fs(16, 7.5), constrained_layout=True)
+    fig, axes = plt.subplots(2, 4, figsize=_fs(*_style.figsize(4, 2, 1.0)), constrained_layout=True)
     for i, target in enumerate(("A", "B")):
         for j, (reveal, col) in enumerate([(r, c) for c in ("kl", "tv") for r in REVEALS]):
             ax = axes[i, j]
@@ -353,7 +353,7 @@ def plot_toy(frame, best, quick):
             b = best[(best.target == target) & (best.reveal == reveal)].iloc[0]
             im = _heat(ax, g, col, grid, best=(float(b.a), float(b.b)) if col == "kl" else None, vmin=0.0)
             fig.colorbar(im, ax=ax, shrink=0.8)
-            ax.set_title(f"target {target}, {reveal}: exact {col.upper()} (N = {STEPS})", fontsize=9)
+            ax.set_title(f"target {target}, {reveal}: exact {col.upper()} (N = {STEPS})")
     fig.suptitle(
         "Chen2025 Fig. 4 toy: sin^2-Beta(a, b) schedules, L = 5 over {a, b}, exact denoiser\n"
         "(red star: least KL, ties to the smallest a then b; white dots: every grid schedule at the minimum)"
@@ -367,7 +367,9 @@ def plot_landscape(land):
 
     weights = list(dict.fromkeys(zip(land.a_gamma, land.b_gamma)))
     grid = sorted(set(land.a))
-    fig, axes = plt.subplots(1, len(weights), figsize=_fs(5 * len(weights), 4.3), constrained_layout=True)
+    fig, axes = plt.subplots(
+        1, len(weights), figsize=_fs(*_style.figsize(len(weights), 1, 1.25)), constrained_layout=True
+    )
     for ax, (ag, bg) in zip(np.atleast_1d(axes), weights):
         g = land[(land.a_gamma == ag) & (land.b_gamma == bg)].copy()
         g["log10"] = np.log10(g.energy_closed / np.pi**2)
@@ -378,8 +380,8 @@ def plot_landscape(land):
         ax.plot(ag, bg, "c*", ms=14, label=f"minimiser ({ag:g}, {bg:g}): J = pi^2")
         ax.set_xlabel("a")
         ax.set_ylabel("b")
-        ax.set_title(f"log10(J / pi^2), weight gamma = Beta({ag:g}, {bg:g})", fontsize=9)
-        ax.legend(fontsize=7, loc="upper right")
+        ax.set_title(f"log10(J / pi^2), weight gamma = Beta({ag:g}, {bg:g})")
+        ax.legend(loc="upper right")
         fig.colorbar(im, ax=ax, shrink=0.8)
     fig.suptitle("Chen2025 Fig. 2: energy of alpha = sin^2((pi/2) I(a, b)) (grey: infinite)")
     return fig
@@ -389,7 +391,7 @@ def plot_laws(lw):
     import matplotlib.pyplot as plt
     import numpy as np
 
-    fig, axes = plt.subplots(2, 1, figsize=_fs(14, 7), constrained_layout=True)
+    fig, axes = plt.subplots(2, 1, figsize=_fs(*_style.figsize(3.5, 2, 1.0)), constrained_layout=True)
     for ax, target in zip(axes, ("A", "B")):
         g = lw[lw.target == target]
         labels = list(dict.fromkeys(g.law))
@@ -400,9 +402,9 @@ def plot_laws(lw):
             color = "#000000" if lab == "target" else _common.series_color(k - 1)
             ax.bar(np.arange(len(seqs)) + (k - (len(labels) - 1) / 2) * width, p, width, label=lab, color=color)
         ax.set_xticks(range(len(seqs)), seqs, rotation=90, fontsize=7, family="monospace")
-        ax.set_ylabel("probability")
-        ax.set_title(f"target {target}: exact laws of 3-step sampling over the 32 sequences", fontsize=9)
-        ax.legend(fontsize=7, ncol=len(labels), loc="lower center", bbox_to_anchor=(0.5, 1.06))
+        ax.set_ylabel(_style.label("probability"))
+        ax.set_title(f"target {target}: exact laws of 3-step sampling over the 32 sequences")
+        ax.legend(ncol=len(labels), loc="lower center", bbox_to_anchor=(0.5, 1.06))
     return fig
 
 
@@ -410,7 +412,7 @@ def plot_corr(frame, corr):
     import matplotlib.pyplot as plt
 
     steps = sorted(set(frame.steps))
-    fig, axes = plt.subplots(2, 2, figsize=_fs(11, 8), constrained_layout=True)
+    fig, axes = plt.subplots(2, 2, figsize=_fs(*_style.figsize(2, 2, 1.25)), constrained_layout=True)
     for i, target in enumerate(("A", "B")):
         for j, reveal in enumerate(REVEALS):
             ax = axes[i, j]
@@ -422,10 +424,10 @@ def plot_corr(frame, corr):
                     g.discrete_energy, g.kl, s=10, color=_common.series_color(k), label=f"N = {N}: rho = {rho:.2f}"
                 )
             ax.set_xscale("log")
-            ax.set_xlabel("discrete N-step energy (linear weight)")
-            ax.set_ylabel("exact KL(q || p_N)")
-            ax.set_title(f"target {target}, {reveal}", fontsize=9)
-            ax.legend(fontsize=7)
+            ax.set_xlabel("discrete N-step energy (linear weight) [dimensionless]")
+            ax.set_ylabel(_style.label("kl"))
+            ax.set_title(f"target {target}, {reveal}")
+            ax.legend()
     fig.suptitle("Does lower energy predict lower sampling error? (each point: one sin^2-Beta(a, b) grid schedule)")
     return fig
 
@@ -434,20 +436,20 @@ def plot_tasks(tf, sp):
     import matplotlib.pyplot as plt
 
     fams = list(dict.fromkeys(sp.family))
-    fig, axes = plt.subplots(1, len(fams), figsize=_fs(5 * len(fams), 4), constrained_layout=True)
+    fig, axes = plt.subplots(1, len(fams), figsize=_fs(*_style.figsize(len(fams), 1, 1.25)), constrained_layout=True)
     ev = tf[tf.split == "eval"]
     for ax, fam in zip(axes, fams):
         g = ev[ev.family == fam]
-        for k, base in enumerate(("linear", "chen_sine", "cosine_squared")):
+        for base in ("linear", "chen_sine", "cosine_squared"):
             m = g[g.schedule == base].groupby("steps").kl.mean()
-            ax.plot(m.index, m.values, marker="o", color=_common.series_color(k), label=base)
+            ax.plot(m.index, m.values, marker="o", color=_style.color(base), label=base)
         s = sp[sp.family == fam]
-        ax.plot(s.steps, s.beta_kl, marker="*", ms=10, color="#D55E00", label="tuned sin^2-Beta (held out)")
+        ax.plot(s.steps, s.beta_kl, marker="*", ms=10, color=_style.color("beta"), label="tuned sin^2-Beta (held out)")
         ax.set_yscale("symlog", linthresh=1e-4)
-        ax.set_xlabel("steps N (fixed counts)")
-        ax.set_ylabel("exact KL(q || p_N), held-out mean")
-        ax.set_title(f"{fam}: {g.task.iloc[0]}", fontsize=9)
-        ax.legend(fontsize=7)
+        ax.set_xlabel(_style.label("steps", "(fixed counts)"))
+        ax.set_ylabel(_style.label("kl", "held-out mean"))
+        ax.set_title(f"{fam}: {g.task.iloc[0]}")
+        ax.legend()
     fig.suptitle("Chen2025 low-step sampling: grid-tuned Beta schedule vs baselines (exact laws)")
     return fig
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from experiments import _common
+from experiments import _common, _style
 
 SCHEDULES = ("linear", "cosine", "cosine_squared")
 REVEALS = ("fixed", "bernoulli")
@@ -80,7 +80,7 @@ def plot(df):
     from matplotlib.lines import Line2D
 
     floor = log_floor(list(df.kl) + list(df.dependence_bound))
-    fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.8), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=_style.figsize(2), sharey=True)
 
     def draw(ax, x, y, color, ls, marker, label):
         y = y.to_numpy()
@@ -100,14 +100,14 @@ def plot(df):
         ax.axhline(floor, color="0.6", lw=0.6, ls=":")
         ax.set_yscale("log")
         ax.set_ylim(floor / 3, None)
-        ax.set_xlabel("steps N")
-        ax.set_title(f"{reveal} reveal, random order, V={d.vocab_size.iloc[0]}, L={d.length.iloc[0]}", fontsize=9)
+        ax.set_xlabel(_style.label("steps"))
+        ax.set_title(f"{reveal} reveal, random order, V={d.vocab_size.iloc[0]}, L={d.length.iloc[0]}")
         ax.grid(alpha=0.3, which="major")
-    axes[0].set_ylabel("KL(q ‖ p_N) [nats]")
+    axes[0].set_ylabel(_style.label("kl"))
     handles, labels = axes[1].get_legend_handles_labels()
     handles.append(Line2D([], [], ls="none", marker="v", mfc="none", color="0.3"))
     labels.append(f"exactly 0 (drawn at {floor:.0e})")
-    axes[1].legend(handles, labels, fontsize=7)
+    axes[1].legend(handles, labels)
     fig.tight_layout()
     return fig
 

@@ -34,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from experiments import _common
+from experiments import _common, _style
 
 V, L = 2, 6
 LANGUAGES = ("reversed_markov", "key_payload", "dirichlet")
@@ -227,7 +227,10 @@ def _band(ax, frame, x, y, label, color, log=False):
     ax.plot(m.index, m.values, color=color, label=label)
 
 
-COLORS = {"uniform": "#888888", "exact": "#000000", "rloo_orders": "#0072B2", "rloo_masks": "#D55E00"}
+#: the methods' display names (their colours come from experiments/_style.py, the same in every figure)
+NAMES = {"uniform": "uniform order", "exact": "exact gradient", "rloo_orders": "RLOO over orders",
+         "rloo_masks": "RLOO over masks"}  # fmt: skip
+COLORS = {m: _style.color(n) for m, n in NAMES.items()}
 
 
 def plot_training(train):
@@ -236,17 +239,17 @@ def plot_training(train):
 
     from theory import orders
 
-    fig, axes = plt.subplots(len(LANGUAGES), 4, figsize=(19, 4.2 * len(LANGUAGES)), squeeze=False)
+    fig, axes = plt.subplots(len(LANGUAGES), 4, figsize=_style.figsize(4, len(LANGUAGES), 1.2), squeeze=False)
     last = train[train.step == train.step.max()]
     t = np.linspace(0, 1, 201)
     for r, name in enumerate(LANGUAGES):
         d = train[train.language == name]
         ax = axes[r, 0]
         for m in METHODS:
-            _band(ax, d[d.method == m], "step", "gap", m, COLORS[m], log=True)
-        ax.set(yscale="log", xlabel="training step", ylabel="NLL bound - H(q) (nats)",
+            _band(ax, d[d.method == m], "step", "gap", NAMES[m], COLORS[m], log=True)
+        ax.set(yscale="log", xlabel=_style.label("training_step"), ylabel=_style.label("nll_gap"),
                title=f"{name}: bound over training (mean, SD band, seeds)")  # fmt: skip
-        ax.legend(fontsize=8)
+        ax.legend()
         ax = axes[r, 1]  # learned schedules, every seed of the exact method (seed 0 bold)
         e = last[(last.language == name) & (last.method == "exact")]
         for k, (_, row) in enumerate(e.iterrows()):
@@ -254,9 +257,9 @@ def plot_training(train):
             for i in range(L):
                 ax.plot(t, 1 - t ** w[i], color=_common.series_color(i), lw=2.0 if k == 0 else 0.6,
                         alpha=1.0 if k == 0 else 0.5, label=f"position {i}" if k == 0 else None)  # fmt: skip
-        ax.set(xlabel="t (0 data, 1 mask)", ylabel="alpha_{t,l} = 1 - t^{w_l}",
+        ax.set(xlabel=_style.label("t"), ylabel="alpha_{t,l} = 1 - t^{w_l} [probability]",
                title="learned per-position schedules (exact gradient)")  # fmt: skip
-        ax.legend(fontsize=7)
+        ax.legend()
         ax = axes[r, 2]  # P(position l decoded at step i) under the first seed's learned w
         row = e.iloc[0]
         law = orders.order_probabilities(orders.PolynomialFamily([row[f"w_{i}"] for i in range(L)]))
@@ -272,7 +275,7 @@ def plot_training(train):
         _band(ax, g, "step", "grad_norm2", "|exact gradient|^2", COLORS["exact"], log=True)
         ax.set(yscale="log", xlabel="training step (exact-gradient run)",
                ylabel="per-sample variance of dB/dw (sum over l)", title="RLOO gradient variance (K = 4)")  # fmt: skip
-        ax.legend(fontsize=8)
+        ax.legend()
     fig.tight_layout()
     return fig
 
@@ -284,10 +287,11 @@ def plot_sampling(samp):
     import matplotlib.pyplot as plt
     import numpy as np
 
-    fig, axes = plt.subplots(1, len(LANGUAGES), figsize=(5.5 * len(LANGUAGES), 4.2), squeeze=False)
-    looks = {("learned_order", "PlackettLuce"): ("#000000", "-"), ("learned_order", "RandomOrder"): ("#000000", ":"),
-             ("uniform_order", "RandomOrder"): ("#888888", ":"), ("exact_denoiser", "PlackettLuce"): ("#0072B2", "-"),
-             ("exact_denoiser", "RandomOrder"): ("#0072B2", ":")}  # fmt: skip
+    fig, axes = plt.subplots(1, len(LANGUAGES), figsize=_style.figsize(len(LANGUAGES), 1, 1.3), squeeze=False)
+    pl, ro = _style.color("PlackettLuce"), _style.color("RandomOrder")
+    looks = {("learned_order", "PlackettLuce"): (pl, "-"), ("learned_order", "RandomOrder"): (ro, "-"),
+             ("uniform_order", "RandomOrder"): (_style.GREY, ":"), ("exact_denoiser", "PlackettLuce"): (pl, "--"),
+             ("exact_denoiser", "RandomOrder"): (ro, "--")}  # fmt: skip
     for c, name in enumerate(LANGUAGES):
         ax = axes[0, c]
         d = samp[samp.language == name]
@@ -296,10 +300,10 @@ def plot_sampling(samp):
             m, lo, hi = (np.maximum(v, FLOOR) for v in (g.mean(), g.min(), g.max()))
             ax.fill_between(m.index, lo.values, hi.values, color=col, alpha=0.12, lw=0)
             ax.plot(m.index, m.values, color=col, ls=ls, marker="o", ms=3, label=f"{mo} + {po}")
-        ax.set(yscale="log", xlabel="steps N", ylabel=f"exact KL(q || p_N) (nats; floor {FLOOR:g})",
+        ax.set(yscale="log", xlabel=_style.label("steps"), ylabel=_style.label("kl", f"(floor {FLOOR:g})"),
                title=f"{name}: mean, min-max band over seeds", xticks=sorted(d.steps.unique()))  # fmt: skip
         ax.set_ylim(bottom=FLOOR / 2)
-        ax.legend(fontsize=7)
+        ax.legend()
     fig.tight_layout()
     return fig
 

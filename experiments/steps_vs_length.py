@@ -24,6 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
+import _style  # noqa: E402
 
 NAME = "steps_vs_length"
 Z95 = 1.959963984540054
@@ -147,7 +148,7 @@ def plot_ter(ter, floor: float = 1e-3):
 
     names = list(dict.fromkeys(ter.language))
     lengths = sorted(ter.length.unique())
-    fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 4.2), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, len(names), figsize=_style.figsize(len(names), 1, 1.3), squeeze=False, sharey=True)
     for ax, name in zip(axes[0], names):
         d = ter[ter.language == name]
         for (L, method), g in d.groupby(["length", "method"], sort=True):
@@ -165,10 +166,10 @@ def plot_ter(ter, floor: float = 1e-3):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_ylim(bottom=max(floor, float(np.min(d.ter_gap - Z95 * d.ter_gap_se))) / 1.6)
-        ax.set_xlabel("steps N")
+        ax.set_xlabel(_style.label("steps"))
         ax.set_title(name)
-        ax.legend(fontsize=5.5, ncol=2)
-    axes[0][0].set_ylabel("TER gap  log TER(p_N) − log TER(q)  [nats/token]")
+        ax.legend(fontsize="xx-small", ncol=2)
+    axes[0][0].set_ylabel(_style.label("ter_gap"))
     fig.suptitle("Feng2025 Fig. 1: the TER gap vs steps is flat in L (colour = L)")
     fig.text(0.5, -0.02, f"Log y axis. Monte Carlo (points): 95% error bars, lower ends clipped at {floor:g}; "
              f"estimates ≤ {floor:g} (zero within noise; the true gap is ≥ 0) are drawn as ▽ on that floor.",
@@ -182,7 +183,7 @@ def plot_ser(ser):
 
     names = list(dict.fromkeys(ser.language))
     lengths = sorted(ser.length.unique())
-    fig, axes = plt.subplots(1, len(names), figsize=(5.5 * len(names), 4.2), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, len(names), figsize=_style.figsize(len(names), 1, 1.35), squeeze=False, sharey=True)
     for ax, name in zip(axes[0], names):
         d = ser[ser.language == name]
         for L in sorted(d.length.unique()):
@@ -200,10 +201,10 @@ def plot_ser(ser):
             ax.axvline(L, color=col, lw=0.6, alpha=0.5)
         ax.set_xscale("log", base=2)
         ax.set_ylim(-0.02, 1.02)
-        ax.set_xlabel("steps N (thin vertical lines: N = L)")
+        ax.set_xlabel(_style.label("steps", "(thin vertical lines: N = L)"))
         ax.set_title(name)
-        ax.legend(fontsize=5, ncol=2, loc="lower left")
-    axes[0][0].set_ylabel("SER (probability the sequence violates the language)")
+        ax.legend(fontsize="xx-small", ncol=2, loc="lower left")
+    axes[0][0].set_ylabel(_style.label("ser", "(the sequence violates the language)"))
     fig.suptitle("Feng2025 Fig. 2: SER vs steps on worst cases needs N ~ L (colour = L; MC: 95% error bars)")
     fig.tight_layout()
     return fig
@@ -214,7 +215,7 @@ def plot_min_steps(mins, lengths):
     import matplotlib.pyplot as plt
     import numpy as np
 
-    fig, ax = plt.subplots(figsize=(6.8, 5))
+    fig, ax = plt.subplots(figsize=_style.figsize(1, 1, 1.6))
     Ls = np.array(sorted(lengths))
     ar = _common.style("autoregressive")
     ax.plot(Ls, Ls, color=ar["color"], lw=2, label="autoregressive: N = L")
@@ -234,10 +235,10 @@ def plot_min_steps(mins, lengths):
                 label=f"{tgt}: {name} ({reveal}), {method}")  # fmt: skip
     ax.set_xscale("log", base=2)
     ax.set_yscale("log", base=2)
-    ax.set_xlabel("length L")
-    ax.set_ylabel("smallest N reaching the target")
+    ax.set_xlabel(_style.label("length"))
+    ax.set_ylabel(_style.label("steps", "needed: smallest N reaching the target"))
     ax.set_title("Feng2025 Fig. 3: steps for TER are flat in L, for SER linear")
-    ax.legend(fontsize=5.5, loc="upper left")
+    ax.legend(fontsize="xx-small", loc="upper left")
     fig.text(0.5, -0.03, "closed form / exact search: over every N; (grid): the first N of the measured grid "
              "(powers of 2) whose point estimate meets the target", ha="center", fontsize=7)  # fmt: skip
     fig.tight_layout()

@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from experiments import _common
+from experiments import _common, _style
 
 EPS = 1e-3  # the authors' clip: rate s = eps + (1 - eps) t
 EPS_SWEEP = [1e-1, 1e-2, 1e-3, 1e-4, 1e-6, 1e-8, 1e-10, 0.0]
@@ -359,7 +359,9 @@ def figure_bars(frame, plt):
 
     panels = list(dict.fromkeys(zip(frame.denoiser, frame.kind)))
     langs = list(dict.fromkeys(frame.language))
-    fig, axes = plt.subplots(len(langs), len(panels), figsize=(4.2 * len(panels), 2.8 * len(langs)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(langs), len(panels), figsize=_style.figsize(len(panels), len(langs), 1.0), squeeze=False
+    )
     for i, lang in enumerate(langs):
         for j, (dname, kind) in enumerate(panels):
             ax = axes[i, j]
@@ -380,10 +382,13 @@ def figure_bars(frame, plt):
                 if not math.isfinite(tot):
                     ax.text(xi, bottom[xi], "∞", ha="center", va="bottom", fontsize=8, color="#D55E00")
             ax.set_xticks(x, ESTIMATORS, rotation=60, ha="right", fontsize=7)
-            ax.set_title(f"{lang}, {dname}, {kind}", fontsize=8)
+            ax.set_title(f"{lang}, {dname}, {kind}")
             if j == 0:
-                ax.set_ylabel("variance x calls / standard")
-    axes[0, 0].legend(fontsize=7, title=f"eps = {EPS}; ∞: infinite at eps = 0", title_fontsize=6)
+                ax.set_ylabel("variance × calls / standard [ratio]")
+    axes[0, 0].legend(
+        title=f"eps = {EPS}; ∞: infinite at eps = 0",
+        title_fontsize="x-small",
+    )
     fig.tight_layout()
     return fig
 
@@ -391,7 +396,7 @@ def figure_bars(frame, plt):
 def figure_pstar(pstar, eps_frame, plt):
     """(b) p*(t) and the paper's fitted family (one panel per language, both denoisers); A(eps) vs c_1 log(1/eps)."""
     langs = list(dict.fromkeys(pstar.language))
-    fig, axes = plt.subplots(1, len(langs) + 1, figsize=(4.0 * (len(langs) + 1), 3.4))
+    fig, axes = plt.subplots(1, len(langs) + 1, figsize=_style.figsize(len(langs) + 1, 1, 1.1))
     lines = {"p* (exact)": "-", "fit to exact curves": "--", "fit to pilot": ":", "uniform": "-."}
     for ax, lang in zip(axes, langs):
         for di, dname in enumerate(dict.fromkeys(pstar.denoiser)):
@@ -401,20 +406,24 @@ def figure_pstar(pstar, eps_frame, plt):
                     continue
                 ax.loglog(f.t, f.density, ls, color=_common.series_color(di) if curve != "uniform" else "#777777",
                           label=f"{dname}: {curve}" if curve != "uniform" else "uniform")  # fmt: skip
-        ax.set_title(lang, fontsize=9)
-        ax.set_xlabel("t")
-    axes[0].set_ylabel("proposal density p(t)")
-    axes[0].legend(fontsize=6)
+        ax.set_title(lang)
+        ax.set_xlabel(_style.label("t"))
+    axes[0].set_ylabel("proposal density p(t) [1/unit t]")
+    axes[0].legend(
+        fontsize="x-small",
+    )
     ax = axes[-1]
     for i, ((lang, dname, kind), f) in enumerate(eps_frame[eps_frame.eps > 0].groupby(["language", "denoiser", "kind"],
                                                                                       sort=False)):  # fmt: skip
         c = _common.series_color(i)
         ax.semilogx(f.eps, f.A / f.c1, "o", color=c, ms=3, label=f"{lang}, {dname[:7]}, {kind}")
         ax.semilogx(f.eps, f.c1_log_inv_eps / f.c1, "-", color=c, lw=0.6)
-    ax.set_xlabel("clip eps")
-    ax.set_ylabel("A(eps) / c_1  (line: log(1/eps))")
-    ax.set_title("unclipped 1/t weight: A diverges", fontsize=9)
-    ax.legend(fontsize=5)
+    ax.set_xlabel("clip eps [rate]")
+    ax.set_ylabel("A(eps) / c_1 [nats^2 / nats^2]  (line: log(1/eps))")
+    ax.set_title("unclipped 1/t weight: A diverges")
+    ax.legend(
+        fontsize="xx-small",
+    )
     fig.tight_layout()
     return fig
 
@@ -425,8 +434,8 @@ def figure_training(train_frame, summary, plt):
     import numpy as np
 
     opts = list(dict.fromkeys(train_frame.optimizer))
-    fig, axes = plt.subplots(len(opts), 3, figsize=(14, 3.8 * len(opts)), squeeze=False)
-    colors = {m: _common.series_color(i) for i, m in enumerate(TRAIN_METHODS)}
+    fig, axes = plt.subplots(len(opts), 3, figsize=_style.figsize(3, len(opts), 1.2), squeeze=False)
+    colors = {m: _style.color(m) for m in TRAIN_METHODS}  # one colour per estimator, as in every figure
     for row, opt in zip(axes, opts):
         tf = train_frame[train_frame.optimizer == opt]
         methods = list(dict.fromkeys(tf.method))
@@ -438,15 +447,15 @@ def figure_training(train_frame, summary, plt):
                 ax.plot(x, g.median(), color=colors[m], label=m, lw=1.2)
                 ax.fill_between(x, g.min(), g.max(), color=colors[m], alpha=0.12)
                 ax.set_yscale("log")
-                ax.set_xlabel("denoiser calls")
-                ax.set_ylabel(f"{col} (median, min-max)")
-                ax.set_title(opt, fontsize=9)
+                ax.set_xlabel(_style.label("denoiser_calls"))
+                ax.set_ylabel(f"{col} [nats] (median, min-max)")
+                ax.set_title(opt)
             last = f[f.step == f.step.max()]
             row[2].plot(np.full(len(last), i) + np.linspace(-0.2, 0.2, len(last)), last.elbo_gap, "o", ms=3,
                         color=colors[m])  # fmt: skip
         row[2].set_xticks(range(len(methods)), methods, rotation=45, ha="right", fontsize=7)
-        row[2].set_ylabel(f"final ELBO gap per seed ({opt})")
-        row[0].legend(fontsize=7)
+        row[2].set_ylabel(f"final ELBO gap per seed [nats] ({opt})")
+        row[0].legend()
     fig.tight_layout()
     return fig
 

@@ -76,7 +76,10 @@ def test_make_all_selection_and_bad_input(make_all, tmp_path, monkeypatch):
 
 def test_make_all_knows_every_experiment_script(make_all):
     names = {p.stem for p in make_all.discover()}
-    on_disk = {p.stem for p in (ROOT / "experiments").glob("*.py")} - {"make_all", "repro_tables", "_common"}
+    on_disk = {p.stem for p in (ROOT / "experiments").glob("*.py") if not p.stem.startswith("_")} - {
+        "make_all",
+        "repro_tables",
+    }
     assert names == on_disk and "steps_vs_length" in names
 
 
@@ -95,6 +98,31 @@ def test_make_all_quick_runs_every_script(make_all, tmp_path, monkeypatch):
     monkeypatch.setenv("MDM_PNG_DPI", "40")
     res = make_all.main(["--quick", "--out", str(tmp_path), "--logs", str(tmp_path / "l")])
     assert all(r.status == "ok" for r in res), [r for r in res if r.status != "ok"]
+
+
+# ---- one figure style ----------------------------------------------------------------------------------------
+def test_every_script_uses_the_one_figure_style():
+    style = load_script("_style")
+    for path in sorted((ROOT / "experiments").glob("*.py")):
+        if path.stem.startswith("_") or path.stem in ("make_all", "repro_tables"):
+            continue
+        src = path.read_text()
+        if "plt.subplots" not in src:
+            continue  # writes no figure (refinement_search: JSON only)
+        assert "setup()" in src, f"{path.name} must call _common.setup() (it applies experiments/_style.py)"
+        assert "figsize=(" not in src, f"{path.name}: size figures with _style.figsize, not a literal"
+    families = {  # methods drawn together must differ in colour
+        "Jia2025 estimators": ["standard", "standard (eps=0)", "P-POTS (p*)", "P-POTS (fit)", "MIRROR", "StraTS",
+                               "EMA", "ISAD", "P-POTS+MIRROR"],
+        "Garg2025 methods": ["uniform order", "exact gradient", "RLOO over orders", "RLOO over masks"],
+        "Yang2025 methods": ["plain MDM", "remask (prefix)", "remask (factor)"],
+        "policies": ["RandomOrder", "LeftToRight", "TopK", "EB", "PlackettLuce"],
+        "schedules": ["linear", "cosine", "cosine_squared", "chen_sine", "beta"],
+    }  # fmt: skip
+    for family, names in families.items():
+        colours = [style.color(n) for n in names]
+        assert len(set(colours)) == len(names), (family, colours)
+        assert "#444444" not in colours, f"{family}: a method without a colour of its own"
 
 
 # ---- the generated tables -----------------------------------------------------------------------------------
