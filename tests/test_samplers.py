@@ -117,6 +117,25 @@ def test_llada_sampled_confidence_sharpens_pinned():
     assert_close(get_sampler("topk-confidence").exact_law(q2, 2).probs, q2.probs, rtol=1e-12)
 
 
+def test_maskgit_gumbel_pinned():
+    """MaskGIT, L = N = 2, q = product of (0.9, 0.1) and (0.6, 0.4): counts [1, 1] (floor(2 cos(pi/4)) = 1
+    stays masked), noise tau_0 = 4.5 (1 - 1/2) = 2.25. Step 0 draws (a, b), keeps position 1 with the
+    Plackett-Luce probability w1 / (w1 + w2), w = p(x̂)**(1/tau); the other position is then drawn from its
+    marginal (independent q). So p(x) = sum over draws of
+    P(a, b) [k1 1{x_1 = a} q_2(x_2) + (1 - k1) 1{x_2 = b} q_1(x_1)]."""
+    q1, q2 = np.array([0.9, 0.1]), np.array([0.6, 0.4])
+    tau = 2.25
+    p = np.zeros((2, 2))
+    for a in range(2):
+        for b in range(2):
+            w1, w2 = q1[a] ** (1 / tau), q2[b] ** (1 / tau)
+            k1 = w1 / (w1 + w2)
+            p[a, :] += q1[a] * q2[b] * k1 * q2
+            p[:, b] += q1[a] * q2[b] * (1 - k1) * q1
+    law = get_sampler("maskgit").exact_law(Joint(np.kron(q1, q2), 2, 2), 2)
+    assert_close(law.probs, p.reshape(-1), rtol=1e-12)
+
+
 def test_remdm_pinned():
     """Linear alpha, N = 3: alpha = 0, 1/3, 2/3, 1. Step 1: sigma = min(0.04, (1/3)/(1/3)) = 0.04, unmask
     (2/3 - 0.96/3) / (2/3) = 0.52. L = 1: a remasked token is redrawn from the same marginal, so the law
