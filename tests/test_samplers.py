@@ -20,6 +20,7 @@ from theory.samplers import (
     list_samplers,
     llada_counts,
     maskgit_counts,
+    remdm_controller,
     semi_ar_plan,
 )
 from theory.sampling import exact_law
@@ -152,17 +153,29 @@ def test_remdm_pinned():
     assert_close(sigma2, np.zeros(2))
 
 
+def test_remdm_through_anyprocess(q):
+    """ReMDM's own engine = theory.anyprocess.exact_law of its AP-MDM controller (remask bits; a clock mask
+    deleted at the last step keeps the engine's fixed-point stop from ending runs early), to 1e-12."""
+    from theory import anyprocess
+
+    s = get_sampler("remdm-cap", eta=0.3)
+    ctrl = remdm_controller(s, q.denoiser(), 3)
+    law = anyprocess.exact_law(ctrl, (2,) * 5, max_steps=3, max_length=5, stop_when_clean=True)
+    assert law.unfinished == 0.0
+    assert_close(law.table(4), s.exact_law(q, 3).probs, rtol=1e-12, atol=1e-15)
+
+
 def test_threshold_pinned(q):
     """tau = 1: no confidence exceeds it, so one token per step (the most confident): the Top-1 law, NFE = L.
-    tau = 0 on a full-support table: every mask is revealed at step 1, the product of the marginals."""
+    tau = 0: every confidence max_v p >= 1/V exceeds it, so every mask is revealed at step 1, each from its
+    marginal: the product of q's marginals, NFE = 1."""
     one = get_sampler("confidence-threshold", tau=1.0).exact_law(q, STEPS)
     top1 = exact_law(q, TopK("confidence"), counts=[1, 1, 1, 1])
     assert_close(one.probs, top1.probs, rtol=1e-12, atol=1e-15)
     assert_close(one.expected_nfe, 4.0)
-    qf = Joint(np.kron(np.kron([0.2, 0.8], [0.5, 0.5]), [0.1, 0.9]) * 0.5 + np.full(8, 1 / 16), 2, 3)
-    allin = get_sampler("confidence-threshold", tau=0.0).exact_law(qf, 1)
-    m = np.asarray(qf.marginals())
-    assert_close(allin.probs, np.einsum("a,b,c->abc", m[0], m[1], m[2]).reshape(-1), rtol=1e-12)
+    allin = get_sampler("confidence-threshold", tau=0.0).exact_law(q, 1)
+    m = np.asarray(q.marginals())
+    assert_close(allin.probs, np.einsum("a,b,c,d->abcd", m[0], m[1], m[2], m[3]).reshape(-1), rtol=1e-12)
     assert_close(allin.expected_nfe, 1.0)
 
 
@@ -215,7 +228,7 @@ def _identities(qq):
     assert_close(r0.probs, get_sampler("mdlm").exact_law(qq, L).probs, rtol=1e-9, atol=1e-12)
 
 
-@settings(max_examples=3)
+@settings(max_examples=2)
 @given(joints(max_states=3**2, max_length=2))
 def test_identities_random_joints(qq):
     _identities(qq)

@@ -61,11 +61,13 @@ __all__ = [
     "SAMPLERS",
     "ConfidenceThreshold",
     "PolicySampler",
+    "ReMDMController",
     "ReMDMSampler",
     "SampledConfidenceSampler",
     "Sampler",
     "get_sampler",
     "list_samplers",
+    "remdm_controller",
     "llada_counts",
     "maskgit_counts",
     "semi_ar_plan",
@@ -460,6 +462,8 @@ class ReMDMSampler(Sampler):
     rule would end a run early on a clean sequence that happens not to be remasked at one step (true
     ReMDM continues and may remask later). Exact law: a dense distribution over the (V+1)**L partial
     states, each step's transition the product over positions of the rule above (small L only).
+    :func:`remdm_controller` gives the same process as an AP-MDM controller (with a clock mask that
+    defuses that stop); the tests check that anyprocess.exact_law of it equals this law to 1e-12.
     """
 
     eta: float = 0.04
@@ -524,6 +528,48 @@ class ReMDMSampler(Sampler):
             toks.append(np.asarray(t)[:n])
             nfes.append(np.asarray(f)[:n])
         return Samples(jnp.asarray(np.concatenate(toks)), jnp.asarray(np.concatenate(nfes)))
+
+
+@dataclass(frozen=True, eq=False)
+class ReMDMController:
+    """ReMDM as an any-process (Yang2025) controller for :func:`theory.anyprocess.exact_law` (``branches`` only).
+
+    Sequences carry one extra trailing mask, a *clock*, that always predicts M and is deleted at the last
+    step (delete bit 1 at n = N - 1): with it a sequence is never mask-free before the end, so the engine's
+    "mask-free fixed point" stop cannot cut a ReMDM run short. Positions 0..L-1 follow
+    :class:`ReMDMSampler`'s rule (remask bit = sigma_n on clean tokens; a mask predicts p_l with probability
+    pu_n, else M). Run with ``init = (V,) * (L + 1)``, ``max_steps = N``, ``stop_when_clean=True``; the law of
+    the clean output (``AnyLaw.table(L)``) is ReMDM's. (Its NFE also counts the clock's deletion when the
+    sequence was already clean before the last step.) Build with :func:`remdm_controller`.
+    """
+
+    denoiser: object
+    sigma: np.ndarray
+    pu: np.ndarray
+    vocab_size: int
+
+    def branches(self, states, n):
+        states = np.asarray(states)
+        V = self.vocab_size
+        K, L1 = states.shape
+        z = states[:, : L1 - 1]
+        marg = batched_marginals(self.denoiser, z)  # (K, L, V)
+        masked = z == V
+        tp = np.zeros((K, L1, V + 1))
+        tp[:, :-1, :V] = self.pu[n] * marg
+        tp[:, :-1, V] = 1.0 - self.pu[n]
+        tp[:, -1, V] = 1.0  # the clock stays masked ...
+        bp = np.zeros((K, L1, 3))
+        bp[:, :-1, 0] = np.where(masked, 0.0, self.sigma[n])  # remask clean tokens
+        bp[:, -1, 2] = 1.0 if n == len(self.pu) - 1 else 0.0  # ... until it is deleted at the last step
+        return np.arange(K), np.ones(K), tp, bp
+
+
+def remdm_controller(sampler: ReMDMSampler, denoiser, steps: int) -> ReMDMController:
+    """The any-process controller of ``sampler`` (a :class:`ReMDMSampler`) with ``denoiser`` and N = ``steps``."""
+    check_denoiser(denoiser)
+    sigma, pu = sampler.rates(steps)
+    return ReMDMController(denoiser, sigma, pu, int(denoiser.vocab_size))
 
 
 def _remdm_run(keys, sigma, pu, denoiser):
