@@ -117,6 +117,27 @@ class ConfidenceThreshold(Policy):
         masked = state == marginals.shape[-1]
         return reveal_by_score(-jnp.max(marginals, axis=-1), masked, self.count(state, marginals))
 
+    def reveal_distribution(self, states, marginals, counts):
+        """One reveal set per row (deterministic): the jitted, vmapped ``select`` with a traced ``tau`` (one
+        compilation per batch shape serves every tau), batches padded to a power of two (>= 8)."""
+        states = np.asarray(states)
+        marginals = np.asarray(marginals)
+        B, L = states.shape
+        V = marginals.shape[-1]
+        b = max(8, 1 << (max(B, 1) - 1).bit_length())
+        zs = np.full((b, L), V, dtype=np.int32)
+        zs[:B] = states
+        ms = np.full((b, L, V), 1.0 / V)
+        ms[:B] = marginals
+        sel = np.asarray(_threshold_batch(self, jnp.asarray(zs), jnp.asarray(ms)))[:B]
+        return np.arange(B), sel & (states == V), np.ones(B)
+
+
+@jax.jit
+def _threshold_batch(policy, states, marginals):
+    """``policy.select`` over a batch; ``policy`` is a traced pytree (its tau a leaf)."""
+    return jax.vmap(lambda s, m: policy.select(None, s, m, 0))(states, marginals)
+
 
 # ================================ step plans =========================================================
 def llada_counts(length: int, steps: int) -> np.ndarray:
