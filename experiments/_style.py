@@ -58,11 +58,17 @@ _COLOR = {
     # learned orders (Garg2025)
     "uniform order": "#000000", "exact gradient": "#D55E00", "RLOO over orders": "#0072B2",
     "RLOO over masks": "#CC79A7",
+    # the sampler registry (theory/samplers.py)
+    "mdlm": "#0072B2", "llada-low-confidence": "#D55E00", "llada-semi-ar": "#E69F00", "topk-confidence": "#CC79A7",
+    "maskgit": "#56B4E9", "maskgit-maxprob": "#000000", "eb-sampler": "#009E73", "confidence-threshold": "#F0E442",
+    "remdm-cap": "#777777",
     # any-process generation (Yang2025)
     "plain MDM": "#000000", "remask (prefix)": "#0072B2", "remask (factor)": "#E69F00",
 }  # fmt: skip
 _MARKER = {"exact": "", "closed form": "", "exact (block product)": "", "mc": "o", "mc (learned)": "x", "EB": "o",
-           "TopK": "s", "plain MDM": "o", "remask (prefix)": "s", "remask (factor)": "^"}  # fmt: skip
+           "TopK": "s", "plain MDM": "o", "remask (prefix)": "s", "remask (factor)": "^",
+           "mdlm": "o", "llada-low-confidence": "s", "llada-semi-ar": "^", "topk-confidence": "v", "maskgit": "D",
+           "maskgit-maxprob": "P", "eb-sampler": "X", "confidence-threshold": "*", "remdm-cap": "h"}  # fmt: skip
 _LINE = {"exact": "--", "closed form": "-", "exact (block product)": "-", "mc": "none", "mc (learned)": "none",
          "EB": "-", "TopK": "--", "fixed": ":", "bernoulli": "-", "standard (eps=0)": "--"}  # fmt: skip
 

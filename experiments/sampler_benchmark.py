@@ -34,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from experiments import _common
+from experiments import _common, _style
 
 #: task label -> (registry name, keyword arguments, method). Exact tasks are enumerable ((V+1)**L <= 4096).
 TASKS = {
@@ -64,7 +64,6 @@ QUICK_TAUS = (0.9,)
 NUM = 1000  # Monte-Carlo samples per point (the same in --quick: its rows equal the default run's)
 SER_TARGET, TER_TARGET, KL_TARGET = 0.1, 0.05, 0.05
 KNOB = {"eb-sampler": "gamma", "confidence-threshold": "tau"}
-MARKERS = ("o", "s", "^", "v", "D", "P", "X", "*", "h")  # one per sampler (colours repeat after 8)
 
 
 def knobs(sampler: str, length: int, quick: bool) -> list:
@@ -261,26 +260,28 @@ def plot(frame):
     samplers = list(dict.fromkeys(frame["sampler"]))
     ncol = min(4, len(tasks))
     nrow = -(-len(tasks) // ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 3.3 * nrow), squeeze=False)
+    fig, axes = plt.subplots(nrow, ncol, figsize=_style.figsize(ncol, nrow), squeeze=False)
     for ax, task in zip(axes.flat, tasks):
         g = frame[frame["task"] == task]
         floor = 1e-6
-        for i, s in enumerate(samplers):
+        for s in samplers:
             h = g[g["sampler"] == s].sort_values("expected_nfe")
-            st = _common.style(h["method"].iloc[0] if len(h) else "exact")
+            mc = len(h) and h["method"].iloc[0] == "mc"
             y = np.clip(h["error"].to_numpy(dtype=float), floor, None)
-            ax.plot(h["expected_nfe"], y, marker=MARKERS[i % len(MARKERS)], ms=3, lw=1, color=_common.series_color(i),
-                    linestyle="-" if st["linestyle"] == "none" else st["linestyle"], label=s)  # fmt: skip
+            look = _style.style(s)  # one colour and marker per sampler, as in every figure
+            ax.plot(h["expected_nfe"], y, marker=look["marker"], ms=3, lw=1, color=look["color"],
+                    linestyle="--" if mc else "-", label=s)  # fmt: skip
         pf = g[g["pareto"]].sort_values("expected_nfe")
         ax.step(pf["expected_nfe"], np.clip(pf["error"].to_numpy(dtype=float), floor, None), where="post",
                 color="black", lw=2, alpha=0.35, label="Pareto front")  # fmt: skip
         ax.set_yscale("log")
-        ax.set_title(f"{task} ({g['task_name'].iloc[0]})", fontsize=8)
-        ax.set_xlabel("expected NFE")
-        ax.set_ylabel({"kl_q_p": "KL(q‖p)", "ser": "SER", "abs_ter_gap": "|log-TER gap|"}[g["error_name"].iloc[0]])
+        ax.set_title(f"{task} ({g['task_name'].iloc[0]})")
+        ax.set_xlabel(_style.label("expected_nfe"))
+        names = {"kl_q_p": "KL(q ‖ p) [nats]", "ser": _style.label("ser"), "abs_ter_gap": "|log-TER gap| [nats/token]"}
+        ax.set_ylabel(names[g["error_name"].iloc[0]])
     for ax in list(axes.flat)[len(tasks) :]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=6, loc="best")
+    axes.flat[0].legend(fontsize="x-small", loc="best")
     fig.suptitle("Sampler benchmark: error vs expected NFE (exact conditionals; floor 1e-6 on the log axis)")
     fig.tight_layout()
     return fig
