@@ -138,6 +138,25 @@ def write_outputs(out, name: str, frame, fig, settings: dict) -> dict:
     }
 
 
+def read_csvs(out, *names: str) -> list:
+    """The committed (or freshly written) ``name``.csv files under ``out``, for a script's ``replot``; a missing
+    file is a FileNotFoundError that says which script to run."""
+    import pandas as pd
+
+    frames = []
+    for name in names:
+        path = Path(out) / f"{name}.csv"
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing: run the script that writes it (experiments/make_all.py).")
+        frames.append(pd.read_csv(path))
+    return frames
+
+
+def read_settings(out, name: str) -> dict:
+    """The settings JSON ``name``.json under ``out`` (what the run that wrote the CSVs used)."""
+    return json.loads((Path(out) / f"{name}.json").read_text())
+
+
 def _version() -> str:
     try:
         import theory

@@ -481,5 +481,16 @@ def report(sc, summary) -> None:
     print("\nsummary:\n" + json.dumps(summary, indent=1, default=str))
 
 
+def replot(out=_common.FIGURES) -> dict:
+    """Redraw the four PNGs from the CSVs in ``out`` in the current figure style (no recomputation)."""
+    _common.setup()
+    sc, growth, par, dy, pt = _common.read_csvs(
+        out, f"{NAME}_self_correction", f"{NAME}_nfe_growth", f"{NAME}_parity", f"{NAME}_dyck", f"{NAME}_parallel_time"
+    )
+    figs = {"self_correction": plot_self_correction(sc, growth), "parity": plot_parity(par), "dyck": plot_dyck(dy),
+            "parallel_time": plot_parallel_time(pt)}  # fmt: skip
+    return {f: _common.write_png(out, f"{NAME}_{f}", fig) for f, fig in figs.items()}
+
+
 if __name__ == "__main__":
     main()

@@ -247,5 +247,12 @@ def main(argv=None):
     return frame, sp
 
 
+def replot(out=_common.FIGURES) -> dict:
+    """Redraw eb_sampler.png from the CSVs in ``out`` in the current figure style (no recomputation)."""
+    _common.setup()
+    frame, sp = _common.read_csvs(out, "eb_sampler", "eb_sampler_speedup")
+    return {"png": _common.write_png(out, "eb_sampler", plot(frame, sp))}
+
+
 if __name__ == "__main__":
     main()

@@ -505,5 +505,20 @@ def main(argv=None):
             "paths": paths}  # fmt: skip
 
 
+def replot(out=_common.FIGURES) -> dict:
+    """Redraw the five PNGs from the CSVs in ``out`` in the current figure style (no recomputation)."""
+    _common.setup()
+    _FIG_SCALE["scale"] = 1.0
+    frame, land, lw, corr, tf, sp = _common.read_csvs(
+        out, "energy_schedules", "energy_schedules_landscape", "energy_schedules_laws", "energy_schedules_corr",
+        "energy_schedules_tasks", "energy_schedules_speedup",
+    )  # fmt: skip
+    best = best_schedules(frame)
+    figs = {"energy_schedules": plot_toy(frame, best, False), "energy_schedules_landscape": plot_landscape(land),
+            "energy_schedules_laws": plot_laws(lw), "energy_schedules_corr": plot_corr(frame, corr),
+            "energy_schedules_tasks": plot_tasks(tf, sp)}  # fmt: skip
+    return {f: _common.write_png(out, f, fig) for f, fig in figs.items()}
+
+
 if __name__ == "__main__":
     main()

@@ -138,5 +138,12 @@ def main(argv=None):
     return df
 
 
+def replot(out=_common.FIGURES) -> dict:
+    """Redraw kl_vs_steps.png from kl_vs_steps.csv in ``out`` in the current figure style (no recomputation)."""
+    _common.setup()
+    (df,) = _common.read_csvs(out, "kl_vs_steps")
+    return {"png": _common.write_png(out, "kl_vs_steps", plot(df))}
+
+
 if __name__ == "__main__":
     main()

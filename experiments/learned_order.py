@@ -353,5 +353,15 @@ def main(argv=None):
     return train, samp, summary
 
 
+def replot(out=_common.FIGURES) -> dict:
+    """Redraw the two PNGs from the CSVs in ``out`` in the current figure style (no recomputation)."""
+    _common.setup()
+    train, samp = _common.read_csvs(out, "learned_order", "learned_order_sampling")
+    return {
+        "png": _common.write_png(out, "learned_order", plot_training(train)),
+        "sampling_png": _common.write_png(out, "learned_order_sampling", plot_sampling(samp)),
+    }
+
+
 if __name__ == "__main__":
     main()

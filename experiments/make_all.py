@@ -3,11 +3,17 @@
     python experiments/make_all.py            # every script at its default settings -> figures/ (tens of minutes)
     python experiments/make_all.py --quick    # every script's seconds-long version -> build/quick-figures/
     python experiments/make_all.py --only eb_sampler,kl_vs_steps --jobs 2
+    python experiments/make_all.py --replot   # redraw every PNG from the CSVs in figures/ (seconds; no recomputation)
 
 Each script under ``experiments/`` (every ``*.py`` except this one and the ``_private`` modules) runs in its
 own Python process with ``--out`` set, so one failing script cannot take the others down: its outputs
 are whatever it wrote, the others' outputs stay, and the run ends with a message naming every script
 that failed, its exit code, its log file and the last lines of its log (exit status 1).
+
+``--replot`` calls each script's ``replot(out)`` instead, in this process: the PNGs are redrawn from the CSVs
+already in ``--out`` in the current figure style (:mod:`experiments._style`), which is how the committed
+figures follow a style change without re-running hours of experiments. A script without ``replot`` (it writes
+no figure) is reported as skipped.
 
 After a default run into ``figures/`` the tables between ``<!-- generated: NAME -->`` markers in
 ``paper_repro.md`` are rewritten from the CSVs (:mod:`experiments.repro_tables`); a ``--quick`` run never
@@ -18,11 +24,13 @@ summary with each script's status and wall time go to ``--logs`` (default ``buil
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 import time
+import traceback
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -75,6 +83,23 @@ def run_script(path: Path, out: Path, logs: Path, quick: bool, timeout: float | 
     return Result(path.stem, "failed", rc, seconds, str(log), tail)
 
 
+def replot_script(path: Path, out: Path) -> Result:
+    """Import the script and call its ``replot(out)`` (PNGs from the CSVs in ``out``)."""
+    t0 = time.perf_counter()
+    spec = importlib.util.spec_from_file_location(f"_replot_{path.stem}", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    try:
+        spec.loader.exec_module(mod)
+        if not callable(getattr(mod, "replot", None)):
+            return Result(path.stem, "skipped", 0, time.perf_counter() - t0, "", "no replot(): writes no figure")
+        mod.replot(out)
+    except Exception:
+        tail = "\n".join(traceback.format_exc().splitlines()[-15:])
+        return Result(path.stem, "failed", 1, time.perf_counter() - t0, "(in-process replot)", tail)
+    return Result(path.stem, "ok", 0, time.perf_counter() - t0, "(in-process replot)")
+
+
 def run_all(
     scripts: list[Path], out: Path, *, quick: bool, logs: Path, jobs: int = 1, timeout: float | None = None
 ) -> list[Result]:
@@ -96,7 +121,7 @@ def run_all(
 
 def failure_message(results: list[Result]) -> str:
     """The closing message naming every failed script (empty if none failed)."""
-    failed = [r for r in results if r.status != "ok"]
+    failed = [r for r in results if r.status == "failed"]
     if not failed:
         return ""
     lines = [f"make_all: {len(failed)} of {len(results)} scripts FAILED (the others' outputs are in place):"]
@@ -133,12 +158,18 @@ def main(argv=None) -> list[Result]:
     p.add_argument("--logs", type=Path, default=_common.ROOT / "build" / "make_all", help="log folder")
     p.add_argument("--scripts-dir", type=Path, default=HERE, help=argparse.SUPPRESS)  # the tests' fake scripts
     p.add_argument("--no-tables", action="store_true", help="do not rewrite paper_repro.md's generated tables")
+    p.add_argument("--replot", action="store_true", help="only redraw the PNGs from the CSVs already in --out")
     args = p.parse_args(argv)
     if args.jobs < 1:
         raise ValueError(f"--jobs must be >= 1, got {args.jobs}.")
     out = args.out or (_common.ROOT / "build" / "quick-figures" if args.quick else _common.FIGURES)
     scripts = select(discover(args.scripts_dir), args.only, args.skip)
-    results = run_all(scripts, out, quick=args.quick, logs=args.logs, jobs=args.jobs, timeout=args.timeout)
+    if args.replot:
+        if args.quick:
+            raise ValueError("--replot redraws existing outputs; it takes no --quick.")
+        results = [replot_script(path, out) for path in _common.progress(scripts, "replot", unit="script")]
+    else:
+        results = run_all(scripts, out, quick=args.quick, logs=args.logs, jobs=args.jobs, timeout=args.timeout)
     args.logs.mkdir(parents=True, exist_ok=True)
     summary = {"quick": args.quick, "out": str(out), "results": [asdict(r) for r in results]}
     (args.logs / "make_all.json").write_text(json.dumps(summary, indent=2) + "\n")

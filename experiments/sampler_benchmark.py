@@ -312,5 +312,12 @@ def main(argv=None):
     return frame, paths
 
 
+def replot(out=_common.FIGURES) -> dict:
+    """Redraw sampler_benchmark.png from sampler_benchmark.csv in ``out`` (current figure style, no recomputation)."""
+    _common.setup()
+    (frame,) = _common.read_csvs(out, "sampler_benchmark")
+    return {"png": _common.write_png(out, "sampler_benchmark", plot(frame))}
+
+
 if __name__ == "__main__":
     main()

@@ -321,5 +321,16 @@ def report(ter, mins, learn) -> None:
     print(learn[cols].round(4).to_string(index=False))
 
 
+def replot(out=_common.FIGURES) -> dict:
+    """Redraw the three PNGs from the CSVs (and the lengths in the JSON) in ``out`` (no recomputation)."""
+    _common.setup()
+    ter, ser, mins = _common.read_csvs(out, f"{NAME}_ter", f"{NAME}_ser", f"{NAME}_min_steps")
+    cfg = _common.read_settings(out, NAME)
+    lengths = sorted(set(cfg["fig3_lengths"]) | set(cfg["lengths"]))
+    mins["min_steps"] = mins["min_steps"].astype("Int64")
+    figs = {"ter": plot_ter(ter), "ser": plot_ser(ser), "min_steps": plot_min_steps(mins, lengths)}
+    return {f: _common.write_png(out, f"{NAME}_{f}", fig) for f, fig in figs.items()}
+
+
 if __name__ == "__main__":
     main()

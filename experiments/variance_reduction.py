@@ -460,5 +460,23 @@ def figure_training(train_frame, summary, plt):
     return fig
 
 
+def replot(out=_common.FIGURES) -> dict:
+    """Redraw the three PNGs from the CSVs in ``out`` in the current figure style (no recomputation)."""
+    _common.setup()
+    import matplotlib.pyplot as plt
+
+    frame, eps_frame, pstar, train_frame, summary = _common.read_csvs(
+        out, "variance_reduction", "variance_reduction_eps", "variance_reduction_pstar", "variance_reduction_training",
+        "variance_reduction_summary",
+    )  # fmt: skip
+    return {
+        "png": _common.write_png(out, "variance_reduction", figure_bars(frame, plt)),
+        "pstar_png": _common.write_png(out, "variance_reduction_pstar", figure_pstar(pstar, eps_frame, plt)),
+        "training_png": _common.write_png(
+            out, "variance_reduction_training", figure_training(train_frame, summary, plt)
+        ),  # fmt: skip
+    }
+
+
 if __name__ == "__main__":
     main()

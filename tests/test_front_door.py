@@ -83,6 +83,28 @@ def test_make_all_knows_every_experiment_script(make_all):
     assert names == on_disk and "steps_vs_length" in names
 
 
+def test_make_all_replot_redraws_from_the_csvs(make_all, tmp_path, monkeypatch):
+    """--replot draws the PNG from the CSV alone (the committed figures follow a style change this way), skips
+    scripts without a figure, and names a script whose CSV is missing."""
+    monkeypatch.setenv("MDM_NO_PROGRESS", "1")
+    monkeypatch.setenv("MDM_PNG_DPI", "40")
+    (tmp_path / "kl_vs_steps.csv").write_bytes((FIGURES / "kl_vs_steps.csv").read_bytes())
+    res = make_all.main(["--replot", "--only", "kl_vs_steps,refinement_search", "--out", str(tmp_path), "--logs",
+                         str(tmp_path / "l")])  # fmt: skip
+    assert [(r.script, r.status) for r in res] == [("kl_vs_steps", "ok"), ("refinement_search", "skipped")]
+    assert (tmp_path / "kl_vs_steps.png").stat().st_size > 0
+    with pytest.raises(SystemExit):
+        make_all.main(["--replot", "--only", "eb_sampler", "--out", str(tmp_path), "--logs", str(tmp_path / "l")])
+    assert [r["status"] for r in pd.read_json(tmp_path / "l" / "make_all.json").results] == ["failed"]
+
+
+def test_every_figure_script_can_replot():
+    for path in sorted((ROOT / "experiments").glob("*.py")):
+        src = path.read_text()
+        if "write_png" in src and not path.stem.startswith("_"):
+            assert "\ndef replot(" in src, f"{path.name} writes PNGs but has no replot(out)"
+
+
 @pytest.mark.slow
 def test_make_all_quick_runs_a_real_script(make_all, tmp_path, monkeypatch):
     """The real thing on the cheapest script (5-15 s: a fresh process imports JAX and compiles). By default the
