@@ -565,3 +565,82 @@ def test_measured_detection_rate_meets_predicted_power(world):
         for s in range(runs)
     )
     assert flagged >= binom.ppf(1e-4, runs, pred), (flagged, pred)
+
+
+# ---- experiments/sampler_correctness.py (Tang et al. 2026's claim) --------------------------------------------
+def test_transition_mismatch_by_hand():
+    """A chain's pair law is diag(q(x_i)) T; the product of its position marginals has pair law
+    q(x_i) q(x_{i+1})^T: their TV per pair, written out here."""
+    from theory.check import law_pair_marginals, transition_mismatch
+
+    mc = random_markov(jax.random.PRNGKey(8), 2, 3)
+    q = np.asarray(mc.joint().probs)
+    m = [mc.init @ np.linalg.matrix_power(mc.trans, i) for i in range(3)]
+    prod = np.einsum("a,b,c->abc", *m).ravel()
+    assert_close(law_pair_marginals(q, 2, 3), np.array([m[i][:, None] * mc.trans for i in range(2)]))
+    want = [0.5 * np.abs(m[i][:, None] * mc.trans - np.outer(m[i], m[i + 1])).sum() for i in range(2)]
+    assert_close(transition_mismatch(prod, q, 2, 3), np.array(want))
+    assert_close(transition_mismatch(q, q, 2, 3), np.zeros(2), atol=0)
+
+
+def _exact_row(cfg, seed, N, reveal):
+    from synthetic.languages import random_markov as rm
+    from theory.check import transition_mismatch
+
+    V, L = cfg["vocab"], cfg["exact_length"]
+    key = jax.random.fold_in(jax.random.PRNGKey(seed), 0)  # _common.point_key(seed, 0)
+    q = rm(key, V, L, cfg["concentration"]).joint()
+    law = sampling.exact_law(q, policies.RandomOrder(), N, reveal=reveal).probs
+    return transition_mismatch(law, q.probs, V, L)
+
+
+def test_committed_figure_exact_rows():
+    """figures/sampler_correctness.csv (default run): two exact rows recomputed through the library (1e-10),
+    and the claim in its exact form — with fixed counts the pair mismatch is > 0 for every N < L and 0
+    (rounding) at N >= L; with Bernoulli reveal it stays > 0 even at N = 4L."""
+    import json
+
+    import pandas as pd
+
+    frame = pd.read_csv(ROOT / "figures" / "sampler_correctness.csv")
+    cfg = json.loads((ROOT / "figures" / "sampler_correctness.json").read_text())
+    ex = frame[frame.part == "exact"]
+    L = cfg["exact_length"]
+    for N, reveal in ((4, "fixed"), (8, "bernoulli")):
+        row = ex[(ex.steps == N) & (ex.reveal == reveal)].iloc[0]
+        tv = _exact_row(cfg, cfg["seed"], N, reveal)
+        assert_close(row.mean_pair_tv, tv.mean(), rtol=1e-10)
+        assert_close(row.max_pair_tv, tv.max(), rtol=1e-10)
+    fixed = ex[ex.reveal == "fixed"]
+    assert (fixed[fixed.steps < L].mean_pair_tv > 1e-3).all()
+    assert (fixed[fixed.steps >= L].mean_pair_tv < 1e-15).all()
+    assert (ex[ex.reveal == "bernoulli"].mean_pair_tv > 1e-3).all()
+    ck = frame[frame.part == "check_sampler"]
+    assert ck[(ck.reveal == "fixed") & (ck.steps == cfg["check_length"])].passed.all()
+
+
+@pytest.mark.slow
+def test_sampler_correctness_script_quick(tmp_path_factory):
+    """--quick in-process: every column written, an exact row and a check_sampler row recomputed through the
+    library with the script's keys (the check row identically: same key, same tokens)."""
+    from conftest import load_script, one_row, run_quick
+
+    mod = load_script("sampler_correctness")
+    out, (frame, paths) = run_quick(mod, tmp_path_factory)
+    assert all(p.exists() for p in paths.values())
+    cfg = mod.settings(True)
+    row = one_row(frame, part="exact", steps=2, reveal="bernoulli")
+    assert_close(row.mean_pair_tv, _exact_row(cfg, 0, 2, "bernoulli").mean(), rtol=1e-10)
+    chain = random_markov(jax.random.fold_in(jax.random.PRNGKey(0), 1), 3, cfg["check_length"], cfg["concentration"])
+    i = 1  # grid index of (num 256, fixed, N = 16)
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(0), 2), i)
+    rep = check_sampler(
+        lambda k, d, n: sampling.sample(k, d, policies.RandomOrder(), 16, num=n),
+        chain,
+        reference=Reference(policies.RandomOrder()),
+        steps=cfg["check_length"],
+        num=cfg["nums"][0],
+        key=key,
+    )
+    got = one_row(frame, part="check_sampler", steps=16, reveal="fixed")
+    assert got.passed == rep.passed and got.adjusted_p == rep.adjusted_p and got.worst == rep.deviations[0].what

@@ -676,3 +676,21 @@ def _marginal_check(toks, ref_toks, pos, pair, V, L, alpha, ref_name, top) -> Ch
         detectable_tv=detectable_tv(num, pair_dof, alpha, POWER, tests=m, scale=4.0 if closed else 2.0),
         notes=(f"detectable TV is per adjacent pair's law (dof {pair_dof}) at level alpha/{m}",),
     )
+
+
+def law_pair_marginals(probs, vocab_size: int, length: int) -> np.ndarray:
+    """Adjacent-pair marginals (L-1, V, V) of a law over V**L (flat, row-major as theory.states)."""
+    V, L = int(vocab_size), int(length)
+    p = np.asarray(probs, dtype=np.float64).reshape((V,) * L)
+    out = np.zeros((max(L - 1, 0), V, V))
+    for i in range(L - 1):
+        out[i] = p.sum(axis=tuple(j for j in range(L) if j not in (i, i + 1)))
+    return out
+
+
+def transition_mismatch(probs, reference_probs, vocab_size: int, length: int) -> np.ndarray:
+    """TV distance between the adjacent-pair laws of two laws over V**L, per pair (L-1,): the
+    "transition-level" mismatch of Tang et al. 2026 (their Markov-data diagnostic), exactly."""
+    a = law_pair_marginals(probs, vocab_size, length)
+    b = law_pair_marginals(reference_probs, vocab_size, length)
+    return 0.5 * np.abs(a - b).sum(axis=(1, 2))
