@@ -109,6 +109,8 @@ def figure(frame):
     Lc = int(ck.length.iloc[0])
     b.axhline(-np.log10(alpha), color="#888888", lw=0.8, ls="--", label=f"alpha = {alpha:g}")
     b.axvline(Lc, color="#888888", lw=0.8, ls=":")
+    b.set_yscale("symlog", linthresh=1.0)  # linear below 1 (p > 0.1), logarithmic above: the alpha line stays visible
+    b.set_ylim(bottom=0.0)
     b.set(xscale="log", xlabel="steps N", ylabel="-log10 Bonferroni-adjusted p",
           title=f"(b) check_sampler vs q, L = {Lc} (300: p < 1e-300)")  # fmt: skip
     b.legend()
