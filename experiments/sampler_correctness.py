@@ -14,7 +14,8 @@ transition-level mismatch vanishes only as N -> L. Measured exactly (small L) an
     Bonferroni-adjusted p-value, the worst pair and its standardized residual, and the TV per pair law the
     check detects with power 0.9 at that num.
 
-Writes under --out (default figures/): sampler_correctness.csv / .png / .json.
+Writes under --out (default figures/): sampler_correctness.csv / .png / .json; ``replot(out)`` redraws the PNG
+from the CSV.
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ def figure(frame):
     import matplotlib.pyplot as plt
     import numpy as np
 
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, (a, b) = plt.subplots(1, 2, figsize=_common._style.figsize(2, scale=1.25))
     ex = frame[frame.part == "exact"]
     for reveal in ("fixed", "bernoulli"):
         d = ex[ex.reveal == reveal]
@@ -130,6 +131,13 @@ def main(argv=None):
     with pd.option_context("display.width", 160, "display.max_columns", 20):
         print(frame.drop(columns=["alpha"]).to_string(index=False))
     return frame, paths
+
+
+def replot(out=_common.FIGURES) -> dict:
+    """Redraw sampler_correctness.png from the CSV in ``out`` in the current figure style (no recomputation)."""
+    _common.setup()
+    (frame,) = _common.read_csvs(out, NAME)
+    return {"png": _common.write_png(out, NAME, figure(frame))}
 
 
 if __name__ == "__main__":

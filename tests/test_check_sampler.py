@@ -592,7 +592,7 @@ def _exact_row(cfg, seed, N, reveal):
     return transition_mismatch(law, q.probs, V, L)
 
 
-def test_committed_figure_exact_rows():
+def test_committed_figure_exact_rows(tmp_path):
     """figures/sampler_correctness.csv (default run): an exact row recomputed through the library (1e-10; the
     slow --quick test recomputes a Bernoulli row),
     and the claim in its exact form — with fixed counts the pair mismatch is > 0 for every N < L and 0
@@ -618,6 +618,13 @@ def test_committed_figure_exact_rows():
     ck = frame[frame.part == "check_sampler"]
     assert ck[(ck.reveal == "fixed") & (ck.steps == cfg["check_length"])].passed.all()
     assert not ck[ck.steps == 1].passed.astype(bool).any()
+    # replot draws the PNG from the CSV alone
+    import shutil
+
+    from conftest import load_script
+
+    shutil.copy(ROOT / "figures" / "sampler_correctness.csv", tmp_path)
+    assert load_script("sampler_correctness").replot(tmp_path)["png"].stat().st_size > 0
 
 
 @pytest.mark.slow
