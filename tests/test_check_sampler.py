@@ -652,3 +652,31 @@ def test_sampler_correctness_script_quick(tmp_path_factory):
     )
     got = one_row(frame, part="check_sampler", steps=16, reveal="fixed")
     assert got.passed == rep.passed and got.adjusted_p == rep.adjusted_p and got.worst == rep.deviations[0].what
+
+
+@pytest.mark.slow
+def test_registered_samplers_pass_and_a_slip_is_flagged(world):
+    """The registry's samplers (theory.samplers) as references: their own Monte Carlo passes against their
+    exact law (keys fixed), and an MDLM whose denoiser is sharpened p -> p**1.5 is flagged, after its power
+    (from the exact law of the slipped sampler) is asserted >= 0.99."""
+    from theory.denoiser import tempered
+    from theory.samplers import get_sampler
+
+    q, _, _, _ = world
+    for i, name in enumerate(("mdlm", "llada-low-confidence", "eb-sampler")):
+        s = get_sampler(name)
+        rep = check_sampler(lambda k, d, n, s=s: s.sample(k, d, STEPS, num=n), q, reference=s, steps=STEPS, key=20 + i)
+        assert rep.passed and rep.reference == name, str(rep)
+    mdlm = get_sampler("mdlm")
+    slip = tempered(q.denoiser(), 1.0 / BETA)
+    law = np.asarray(mdlm.exact_law(q, STEPS).probs)
+    assert power(law, np.asarray(mdlm.exact_law(slip, STEPS).probs), NUM, ALPHA) >= 0.99
+    rep = check_sampler(
+        lambda k, d, n: mdlm.sample(k, tempered(d, 1.0 / BETA), STEPS, num=n),
+        q,
+        reference=mdlm,
+        steps=STEPS,
+        num=NUM,
+        key=30,
+    )
+    assert not rep.passed, str(rep)
