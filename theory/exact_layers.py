@@ -340,3 +340,105 @@ def _step(cyl, V, L, sets, sets2, prep, k, order, values, threads=None):
     if weight != 1.0:
         out *= weight
     return out
+
+
+# ================================ sparse engine: adaptive policies =====================================
+#: Children (transitions) merged at once by the sparse engine; larger steps are merged in sorted runs.
+MERGE_CHUNK = 1 << 23
+
+
+def sparse_bytes(vocab_size: int, length: int, deterministic: bool = True) -> int:
+    """Peak bytes of :func:`sparse_run` besides the cylinder table: the states that carry mass (index,
+    probability, tokens, marginals and the policy's padded copy of them) and one merge chunk. A
+    deterministic policy with fixed or adaptive counts reaches at most V**L states after a step (the state
+    is a function of the values drawn so far); otherwise (random positions or Bernoulli counts) up to
+    (V+1)**L."""
+    V, L = vocab_size, length
+    states = V**L if deterministic else (V + 1) ** L
+    return 8 * states * (2 * L * V + L + 4) + 16 * MERGE_CHUNK
+
+
+def check_sparse_size(vocab_size: int, length: int, deterministic: bool, max_bytes: float | None) -> None:
+    """Raise ValueError (with the memory it would need and the engine that scales) if too large."""
+    check_size(
+        sparse_bytes(vocab_size, length, deterministic),
+        f"exact_law's sparse engine (V = {vocab_size}, L = {length})",
+        max_bytes,
+        SCALABLE_HINT + " (theory.sampling.sample)",
+    )
+
+
+def merge_sorted(idx: np.ndarray, prob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sum ``prob`` over equal ``idx`` (int64): (sorted unique indices, summed probabilities), exact zeros
+    dropped. A stable sort then a segment sum (``np.add.reduceat``), no dense index space."""
+    if idx.size == 0:
+        return idx, prob
+    order = np.argsort(idx, kind="stable")
+    si, sp = idx[order], prob[order]
+    start = np.concatenate([[True], si[1:] != si[:-1]])  # first of each run
+    heads = np.nonzero(start)[0]
+    out_i, out_p = si[heads], np.add.reduceat(sp, heads)
+    keep = out_p != 0
+    return out_i[keep], out_p[keep]
+
+
+def sparse_run(denoiser, policy, plan, values: str = "independent", cyl=None, callback=None):
+    """The exact law of any policy by sparse layers of the states that carry mass.
+
+    The same process and arithmetic as :func:`theory.sampling.exact_law`'s frontier engine (the policy's
+    ``reveal_distribution`` on the denoiser's marginals of every state, then the revealed tokens' values),
+    but the states after a step are kept as sorted int64 indices into (V+1)**L with their probabilities,
+    and children are merged by a sort and a segment sum (:func:`merge_sorted`), never on a dense
+    (V+1)**L array. A deterministic policy (Top-k, EB, any :class:`~theory.policies.ScorePolicy`) reaches
+    at most V**K states with K tokens revealed, so at V = 2 the memory is the cylinder table plus O(2**L).
+    ``plan`` is a :class:`theory.sampling.Plan`; ``cyl`` q's cylinder table for ``values="joint"``;
+    ``callback`` as in :func:`theory.sampling.exact_law`. Returns a :class:`LayeredResult`.
+    """
+    from .sampling import _fill, _step_rows, batched_marginals  # the frontier engine's step (one definition)
+
+    V, L = denoiser.vocab_size, denoiser.length
+    st = strides(V + 1, L)
+    idx = np.array([V * st.sum()], dtype=np.int64)  # all-mask state
+    prob = np.ones(1)
+    nfe, n = 0.0, 0
+    while True:
+        states = (idx[:, None] // st) % (V + 1)  # (K, L)
+        if not (states == V).any():
+            break
+        if n >= plan.max_steps:
+            if plan.mode == "adaptive":
+                raise RuntimeError(
+                    f"{type(policy).__name__} did not finish in {plan.max_steps} steps: an adaptive policy must "
+                    "reveal >= 1 token per step."
+                )
+            raise RuntimeError("plan ended with masked tokens left (counts must sum to L).")  # pragma: no cover
+        marg = batched_marginals(denoiser, states)  # (K, L, V)
+        parent, subsets, weights = _step_rows(policy, plan, n, states, marg)
+        subsets = subsets & (states[parent] == V)
+        if callback is not None:
+            callback(n, states, prob, marg, parent, subsets, weights)
+        nfe += float(np.sum(prob[parent] * weights * subsets.any(1)))
+        runs: list = []
+        pending_i: list = []
+        pending_p: list = []
+        size = 0
+        for ci, cw in _fill(idx, prob, marg, parent, subsets, weights, V, L, values, cyl):
+            pending_i.append(ci)
+            pending_p.append(cw)
+            size += ci.size
+            if size >= MERGE_CHUNK:  # merge what we have: memory stays O(states + MERGE_CHUNK)
+                runs.append(merge_sorted(np.concatenate(pending_i), np.concatenate(pending_p)))
+                pending_i, pending_p, size = [], [], 0
+        if pending_i:
+            runs.append(merge_sorted(np.concatenate(pending_i), np.concatenate(pending_p)))
+        del states, marg, parent, subsets, weights
+        if len(runs) == 1:
+            idx, prob = runs[0]
+        else:
+            idx, prob = merge_sorted(np.concatenate([r[0] for r in runs]), np.concatenate([r[1] for r in runs]))
+        n += 1
+    toks = (idx[:, None] // st) % (V + 1)
+    seq_idx = toks @ (V ** np.arange(L - 1, -1, -1, dtype=np.int64))
+    out = np.zeros(V**L)
+    np.add.at(out, seq_idx, prob)
+    return LayeredResult(out, nfe, n)
