@@ -285,14 +285,20 @@ def _step(cyl, V, L, sets, sets2, prep, k, order, values, threads=None):
     full = bool((par >= 0).all())
     # s-th free position of the parent: d_j - (slots of U' before d_j that are in U) = d_j - pat_j + j
     slot = dpos - pats[None] + np.arange(k)[None, None]  # (M2, npat, k)
-    # value maps: child value index x' -> index in the (V**k, V**K) block layout (values of D, then of U)
-    gidx = np.arange(A2, dtype=np.int32).reshape((V,) * K2)  # block layout: axes = D's slots, then U's slots
-    gaxes = np.concatenate([pats, pslots], axis=1)  # (npat, K2): the child slot of each block axis
+    # block layout (values of D, then of U): the child slot pats[j] has weight V**(K2-1-j), pslots[r] V**(K-1-r);
+    # the block index of a child value x' is sum_s w[s] x'_s, split into the first h slots and the rest, so a
+    # permutation is one broadcast add of two short tables (no transposed copy of a V**K2 index cube)
+    npat = len(pats)
+    w = np.empty((npat, K2), np.int64)
+    w[np.arange(npat)[:, None], pats] = V ** np.arange(K2 - 1, K2 - 1 - k, -1, dtype=np.int64)[None, :]
+    w[np.arange(npat)[:, None], pslots] = V ** np.arange(K - 1, -1, -1, dtype=np.int64)[None, :]
+    h = K2 // 2
+    hi = (w[:, :h] @ _digits(V, h).T).astype(np.int32)  # (npat, V**h)
+    lo = (w[:, h:] @ _digits(V, K2 - h).T).astype(np.int32)  # (npat, V**(K2-h))
 
     def perm_of(p: int) -> np.ndarray:
-        """Child value index x' -> index in the block layout: the block index array with its axes put back
-        in the child's slot order (a transposed copy, O(V**K2))."""
-        return gidx.transpose(np.argsort(gaxes[p])).reshape(-1)
+        """Child value index x' -> index in the block layout, (A2,) int32."""
+        return (hi[p][:, None] + lo[p][None, :]).reshape(-1)
 
     cache = len(pats) * A2 <= PERM_CACHE
     perms = np.stack([perm_of(p) for p in range(len(pats))]) if cache else None  # (npat, A2)
@@ -301,40 +307,91 @@ def _step(cyl, V, L, sets, sets2, prep, k, order, values, threads=None):
     src, cond = prep  # (M, A) and (M, L - K, V, A) (values="independent")
 
     def pull(c0: int, c1: int) -> None:
-        """out[c0:c1] = sum over patterns of the parents' mass times the revealed tokens' conditionals."""
+        """out[c0:c1] = sum over patterns of the parents' mass times the revealed tokens' conditionals
+        (a fixed order: some children have no parent for a pattern; one pattern at a time)."""
         blk = out[c0:c1]
         for p in range(len(pats)):
             pr = par[c0:c1, p]
-            rows = None if full else np.nonzero(pr >= 0)[0]
-            if rows is not None:
-                if rows.size == 0:
-                    continue
-                pr = pr[rows]
+            rows = np.nonzero(pr >= 0)[0]
+            if rows.size == 0:
+                continue
+            pr = pr[rows]
             b = len(pr)
             perm = perms[p] if perms is not None else perm_of(p)
             if values == "independent":
                 G = src[pr]  # (b, A)
-                sl = slot[c0:c1, p] if rows is None else slot[c0:c1, p][rows]  # (b, k)
+                sl = slot[c0:c1, p][rows]  # (b, k)
                 for j in range(k):
                     r = cond[pr, sl[:, j]]  # (b, V, A): conditionals of the j-th revealed position
                     G = (G.reshape(b, -1, 1, A) * r[:, None, :, :]).reshape(b, -1, A)  # (b, V**(j+1), A)
                 contrib = np.take(G.reshape(b, A2), perm, axis=1)  # (b, A2) in the child's layout
             else:
                 contrib = np.take(src[pr], perm % A, axis=1)
-            if rows is None:
-                blk += contrib
-            else:
-                blk[rows] += contrib
+            blk[rows] += contrib
+
+    def pull_all(c0: int, c1: int, p0: int, p1: int, acc: np.ndarray) -> None:
+        """acc[c0:c1] += sum over patterns p0..p1 (every child has a parent, RandomOrder): the patterns of a
+        chunk at once, (b, patterns, V**k, A) products then one gather into the child layout and a sum."""
+        b, npc = c1 - c0, p1 - p0
+        pr = par[c0:c1, p0:p1]  # (b, npc)
+        if perms is not None:
+            pm = perms[p0:p1]
+        else:
+            pm = (hi[p0:p1][:, :, None] + lo[p0:p1][:, None, :]).reshape(npc, A2)
+        if values == "independent":
+            G = src[pr]  # (b, npc, A)
+            sl = slot[c0:c1, p0:p1]  # (b, npc, k)
+            for j in range(k):
+                r = cond[pr, sl[..., j]]  # (b, npc, V, A)
+                G = (G.reshape(b, npc, -1, 1, A) * r[:, :, None, :, :]).reshape(b, npc, -1, A)
+            flat, idx = G.reshape(b, npc * A2), pm + (np.arange(npc, dtype=np.int64) * A2)[:, None]
+        else:
+            flat, idx = src[pr].reshape(b, npc * A), pm % A + (np.arange(npc, dtype=np.int64) * A)[:, None]
+        contrib = np.take(flat, idx.reshape(-1), axis=1).reshape(b, npc, A2)
+        acc[c0:c1] += contrib[:, 0] if npc == 1 else contrib.sum(axis=1)
 
     B = max(1, BLOCK // A2)
     starts = list(range(0, M2, B))
-    nthreads = min(_threads(threads), len(starts))
-    if nthreads <= 1:
-        for c0 in starts:
-            pull(c0, min(M2, c0 + B))
-    else:  # numpy releases the GIL in the gathers and products: children blocks in parallel, disjoint rows
-        with ThreadPoolExecutor(nthreads) as ex:
-            list(ex.map(lambda c0: pull(c0, min(M2, c0 + B)), starts))
+    nthreads = _threads(threads)
+    if not full:
+        nthreads = min(nthreads, len(starts))
+        if nthreads <= 1:
+            for c0 in starts:
+                pull(c0, min(M2, c0 + B))
+        else:  # numpy releases the GIL in the gathers and products: children blocks in parallel, disjoint rows
+            with ThreadPoolExecutor(nthreads) as ex:
+                list(ex.map(lambda c0: pull(c0, min(M2, c0 + B)), starts))
+    else:
+        npat = len(pats)
+        PC = max(1, BLOCK // (min(B, M2) * A2))  # patterns per work item: >= BLOCK elements per numpy call
+        pchunks = [(p0, min(npat, p0 + PC)) for p0 in range(0, npat, PC)]
+        if len(starts) >= 2:  # children blocks in parallel (disjoint rows), each over all its pattern chunks
+
+            def by_block(c0: int) -> None:
+                for p0, p1 in pchunks:
+                    pull_all(c0, min(M2, c0 + B), p0, p1, out)
+
+            if nthreads <= 1:
+                for c0 in starts:
+                    by_block(c0)
+            else:
+                with ThreadPoolExecutor(min(nthreads, len(starts))) as ex:
+                    list(ex.map(by_block, starts))
+        else:  # one block of children: pattern chunks in GROUPS fixed halves (own sums), whatever the threads
+            halves = [pchunks[: (len(pchunks) + 1) // 2], pchunks[(len(pchunks) + 1) // 2 :]]
+            accs = [out, np.zeros_like(out)]
+
+            def by_half(g: int) -> None:
+                for p0, p1 in halves[g]:
+                    pull_all(0, M2, p0, p1, accs[g])
+
+            if nthreads <= 1 or not halves[1]:
+                for g in range(2):
+                    by_half(g)
+            else:
+                with ThreadPoolExecutor(2) as ex:
+                    list(ex.map(by_half, range(2)))
+            out += accs[1]
     if values == "joint":
         out *= cyl[_bases(V, L, sets2)]
     if weight != 1.0:
