@@ -311,3 +311,34 @@ def test_sparse_dispatch_merge_and_refusal(monkeypatch):
         ValueError, match=r"(?s)sparse engine.*would need.*Monte-Carlo sampler theory\.sampling\.sample"
     ):
         exact_law(q, pol, max_bytes=need - 1)
+
+
+def test_lifted_bernoulli_equals_layers_and_frontier(monkeypatch):
+    """RandomOrder with Bernoulli reveal: the lifted engine (exact_law's default where it fits) against the
+    layers (forced by LIFTED_MAX_BYTES = 0) and the frontier engine, both value laws, small blocks (several
+    row chunks and column blocks), 1 and 3 threads (the same bits), and plans with p = 0 (skipped), a p
+    with p**L < 1e-250 (butterflies instead of subset sums) and p = 1 (rows summed)."""
+    q = Joint.from_support(np.array([[0, 0, 1, 1, 0], [1, 0, 1, 0, 0], [1, 1, 1, 1, 1], [0, 0, 0, 0, 1]]), 2, 5)
+    cyl = np.asarray(q.denoiser().cyl)
+    plan = {"steps": 3, "schedule": schedules.cosine(), "reveal": "bernoulli"}
+    monkeypatch.setattr(exact_layers, "LIFTED_BLOCK", 8)
+    for values in ("independent", "joint"):
+        assert exact_layers.use_lifted(2, 5, "random", "bernoulli")
+        _check_same(q, policies.RandomOrder(), plan, values)
+        lifted = exact_law(q, policies.RandomOrder(), values=values, **plan)
+        probs = [0.0, 1e-60, 0.3, 0.0, 0.6, 1.0]
+        one = exact_layers.lifted_run(cyl, 2, 5, probs, values, np.asarray(q.probs), threads=1)
+        three = exact_layers.lifted_run(cyl, 2, 5, probs, values, np.asarray(q.probs), threads=3)
+        assert np.array_equal(one.probs, three.probs)
+        with monkeypatch.context() as m:
+            m.setattr(exact_layers, "LIFTED_MAX_BYTES", 0)
+            assert not exact_layers.use_lifted(2, 5, "random", "bernoulli")
+            layers = exact_law(q, policies.RandomOrder(), values=values, **plan)
+            ref = exact_layers.layered_run(cyl, 2, 5, probs, "bernoulli", values=values)
+        assert_close(np.asarray(lifted.probs), np.asarray(layers.probs), rtol=TOL, atol=1e-15)
+        assert abs(lifted.expected_nfe - layers.expected_nfe) <= TOL and lifted.steps_run == layers.steps_run
+        assert_close(one.probs, ref.probs, rtol=TOL, atol=1e-15)
+        assert abs(one.expected_nfe - ref.expected_nfe) <= TOL and one.steps_run == ref.steps_run == 6
+    need = exact_layers.layered_bytes(2, 5, [0.5, 1.0], "random", reveal="bernoulli")
+    assert need == 8 * 3**5 + exact_layers.lifted_bytes(2, 5)  # the lifted state's estimate
+    assert not exact_layers.use_lifted(2, 5, "random", "bernoulli", max_bytes=need - 1)  # a tight budget: layers

@@ -95,11 +95,20 @@ def _sizes(counts) -> list:
 
 
 def layered_bytes(
-    vocab_size: int, length: int, plan_values, order="random", values: str = "independent", reveal: str = "fixed"
+    vocab_size: int,
+    length: int,
+    plan_values,
+    order="random",
+    values: str = "independent",
+    reveal: str = "fixed",
+    max_bytes: float | None = None,
 ) -> int:
     """Peak bytes of :func:`layered_run`: the cylinder table, the layers, and the largest step's conditionals,
-    index tables and child layer. Bernoulli reveal keeps every layer (all (V+1)**L states) twice."""
+    index tables and child layer. Bernoulli reveal keeps every layer (all (V+1)**L states) twice; with
+    RandomOrder it runs on the lifted state (:func:`lifted_run`) when that fits in :data:`LIFTED_MAX_BYTES`."""
     V, L = vocab_size, length
+    if use_lifted(V, L, order, reveal, max_bytes):
+        return 8 * (V + 1) ** L + lifted_bytes(V, L)
     if reveal == "fixed":
         sizes = _sizes(plan_values)
         pairs_K = list(zip(sizes[:-1], sizes[1:]))
@@ -123,7 +132,7 @@ def check_layered_size(
 ) -> None:
     """Raise ValueError (with the memory it would need and the engine that scales) if too large."""
     check_size(
-        layered_bytes(vocab_size, length, plan_values, order, values, reveal),
+        layered_bytes(vocab_size, length, plan_values, order, values, reveal, max_bytes),
         f"exact_law's layered engine (value-blind policy, {reveal} reveal, V = {vocab_size}, L = {length})",
         max_bytes,
         SCALABLE_HINT + " (theory.sampling.sample)",
@@ -203,17 +212,26 @@ def layered_run(
     order="random",
     values: str = "independent",
     threads: int | None = None,
+    max_bytes: float | None = None,
 ) -> LayeredResult:
     """The layered law with fixed counts (``plan_values`` = k_1..k_N) or Bernoulli reveal (``plan_values`` =
     p_1..p_N, the count of a step Binomial(#masked, p_n), then the policy's first / uniformly random
     positions). With Bernoulli reveal a step maps every layer K to every K + k with weight
     Binomial(k; L - K, p_n): the layers together cover (V+1)**L states and a step costs up to (2V+1)**L
     transitions. NFE counts the steps that reveal >= 1 token; ``steps_run`` the steps until no mask is left.
+    RandomOrder with Bernoulli reveal runs on the lifted state instead (:func:`lifted_run`, (2V)**L values,
+    O(L (2V)**L) per step) when it fits in :data:`LIFTED_MAX_BYTES` (:func:`use_lifted`).
     """
     V, L = int(vocab_size), int(length)
     if reveal not in ("fixed", "bernoulli"):
         raise ValueError(f"reveal must be 'fixed' or 'bernoulli', got {reveal!r}.")
     cyl = np.asarray(cyl)
+    if use_lifted(V, L, order, reveal, max_bytes):
+        full = np.zeros(1, np.int64)  # q's table: the cylinder sums of the fully visible states
+        for stv in strides(V + 1, L):
+            full = (full[:, None] + stv * np.arange(V)[None, :]).reshape(-1)
+        qprobs = cyl[full] if values == "joint" else None
+        return lifted_run(cyl, V, L, plan_values, values, qprobs, threads)
     sets_of: dict = {}
 
     def sets(K: int) -> np.ndarray:
@@ -499,3 +517,210 @@ def sparse_run(denoiser, policy, plan, values: str = "independent", cyl=None, ca
     out = np.zeros(V**L)
     np.add.at(out, seq_idx, prob)
     return LayeredResult(out, nfe, n)
+
+
+# ================================ lifted engine: Bernoulli reveal, RandomOrder ==========================
+#: Largest lifted state (bytes) :func:`theory.sampling.exact_law` uses before falling back to the layers.
+LIFTED_MAX_BYTES = 4 * 2**30
+#: Elements per block of the lifted engine's row chunks and column blocks (8 MiB of float64).
+LIFTED_BLOCK = 1 << 20
+
+
+def use_lifted(vocab_size: int, length: int, order, reveal: str, max_bytes: float | None = None) -> bool:
+    """Whether :func:`layered_run` takes the lifted engine: RandomOrder, Bernoulli reveal, and the lifted
+    state (plus the cylinder table) within :data:`LIFTED_MAX_BYTES` (4 GiB: V = 2 up to L = 14) and within
+    ``max_bytes`` if given; otherwise the layers, which need less memory and more time."""
+    if reveal != "bernoulli" or not isinstance(order, str):
+        return False
+    need = 8 * (vocab_size + 1) ** length + lifted_bytes(vocab_size, length)
+    return need <= LIFTED_MAX_BYTES and (max_bytes is None or need <= max_bytes)
+
+
+def lifted_bytes(vocab_size: int, length: int) -> int:
+    """Peak bytes of :func:`lifted_run` besides the cylinder table: the lifted state, (2V)**L float64, plus
+    its blocks (index tables, products, the thinning buffer)."""
+    return 8 * (2 * vocab_size) ** length + 8 * 8 * LIFTED_BLOCK
+
+
+def _sep_index(V: int, L: int, weights: np.ndarray, offsets=None) -> np.ndarray:
+    """offsets[r] + sum_i weights[r, i] * digit_i(x) for every x in V**L (row-major digits), (R, V**L) int64:
+    the first L // 2 digits and the rest as two short tables and one broadcast add."""
+    R = weights.shape[0]
+    h = L // 2
+    hi = weights[:, :h] @ _digits(V, h).T  # (R, V**h)
+    if offsets is not None:
+        hi += offsets[:, None]
+    lo = weights[:, h:] @ _digits(V, L - h).T  # (R, V**(L-h))
+    return (hi[:, :, None] + lo[:, None, :]).reshape(R, V**L)
+
+
+def _parallel(fn, items: list, threads: int | None) -> None:
+    """fn(item) for every item, on up to :func:`_threads` worker threads (numpy releases the GIL); the items
+    must write disjoint memory, so the result does not depend on the number of threads."""
+    nthreads = min(_threads(threads), len(items))
+    if nthreads <= 1:
+        for it in items:
+            fn(it)
+    else:
+        with ThreadPoolExecutor(nthreads) as ex:
+            list(ex.map(fn, items))
+
+
+def _complete(R, scale, pre: float, cyl, qprobs, V: int, L: int, K: int, values: str, threads=None) -> None:
+    """Replace every row U (|U| = K, carrying mass) of the lifted state by its completion, in place:
+    Q[U, x] = P_U(x_U) * prod_{i not in U} c_i(x_i | x_U)   (values="independent")
+    Q[U, x] = P_U(x_U) * q(x) / C[x_U]                        (values="joint"),
+    P_U(x_U) = scale[U] * sum over the latent values x_F of R[U, x] (the row's probabilities are
+    scale[U] * R[U]); the completed row is stored times ``pre`` (p**-K before the subset sums, or 1).
+    The caller resets ``scale`` to 1 after the completions."""
+    sets = _combos(L, K)  # (M, K)
+    rows: np.ndarray = np.asarray(
+        np.sum(np.left_shift(np.int64(1), L - 1 - sets), axis=1, dtype=np.int64)
+    )  # bit of position i: 2**(L-1-i)
+    live = np.array([m for m in range(len(rows)) if R[rows[m]].any()], dtype=np.int64)  # rows carrying mass
+    A, AF, AL = V**K, V ** (L - K), V**L
+    posw = V ** np.arange(L - 1, -1, -1, dtype=np.int64)  # weight of position i in a row-major value index
+    nr = max(1, LIFTED_BLOCK // AL)
+    flat = R.reshape(-1)
+
+    def chunk(c0: int) -> None:
+        m = live[c0 : c0 + nr]
+        S = sets[m]  # (r, K)
+        r = len(m)
+        free = np.ones((r, L), bool)
+        free[np.arange(r)[:, None], S] = False
+        F = np.nonzero(free)[1].reshape(r, L - K)  # (r, L - K)
+        order = np.concatenate([F, S], axis=1)  # block digits: the free positions, then U's (r, L)
+        blk2pos = _sep_index(V, L, posw[order], rows[m] * AL)  # block index -> flat index in R
+        P = np.take(flat, blk2pos).reshape(r, AF, A).sum(axis=1)  # (r, A) P_U / scale
+        P *= (scale[rows[m]] * pre)[:, None]
+        base = _bases(V, L, S)  # (r, A)
+        C_U = cyl[base]
+        if values == "independent":
+            cond = _conditionals(cyl, V, L, S, C_U, base)  # (r, L - K, V, A)
+            G = P
+            for s in range(L - K):  # free slots in order: block layout (y_F0, ..., y_F(L-K-1), a)
+                G = (G.reshape(r, -1, 1, A) * cond[:, s][:, None, :, :]).reshape(r, -1, A)
+            wpos = np.empty((r, L), np.int64)  # position -> its block-digit weight
+            wpos[np.arange(r)[:, None], order] = V ** np.arange(L - 1, -1, -1, dtype=np.int64)[None, :]
+            offs = np.arange(r, dtype=np.int64) * AL
+            R[rows[m]] = np.take(G.reshape(-1), _sep_index(V, L, wpos, offs))
+        else:
+            wU = np.zeros((r, L), np.int64)  # position -> weight in the index of x_U
+            wU[np.arange(r)[:, None], S] = V ** np.arange(K - 1, -1, -1, dtype=np.int64)[None, :]
+            ok = C_U > 0
+            ratio = np.where(ok, P / np.where(ok, C_U, 1.0), 0.0)  # (r, A)
+            uidx = _sep_index(V, L, wU, np.arange(r, dtype=np.int64) * A)  # (r, V**L)
+            R[rows[m]] = np.take(ratio.reshape(-1), uidx) * qprobs[None, :]
+
+    _parallel(chunk, list(range(0, len(live), nr)), threads)  # disjoint rows
+
+
+def _zeta(R, L: int, threads=None) -> None:
+    """Subset sums over the row bits, in place: R[U'] <- sum_{U subset U'} R[U] (per position, the rows with the
+    position visible += the rows with it masked), over column blocks that stay in cache."""
+    rows, cols = R.shape
+    w = max(1, min(cols, LIFTED_BLOCK // (8 * rows)))
+    nthreads = _threads(threads)
+    groups = [list(range(g * w, cols, nthreads * w)) for g in range(nthreads)]  # interleaved column blocks
+
+    def run(starts: list) -> None:
+        buf = np.empty(rows * w)
+        for c0 in starts:
+            ww = min(cols, c0 + w) - c0
+            b = buf[: rows * ww].reshape(rows, ww)
+            np.copyto(b, R[:, c0 : c0 + ww])
+            for i in range(L):
+                v = b.reshape(2**i, 2, -1)  # bit 2**(L-1-i) of the row index: position i visible
+                v[:, 1] += v[:, 0]
+            R[:, c0 : c0 + ww] = b
+
+    _parallel(run, [g for g in groups if g], nthreads)
+
+
+def _butterflies(R, p: float, L: int) -> None:
+    """The thinning without rescaling (for p so small that p**-L would overflow): per position
+    x_visible += p x_masked, x_masked *= 1 - p, over column blocks."""
+    rows, cols = R.shape
+    w = max(1, min(cols, LIFTED_BLOCK // (8 * rows)))
+    buf = np.empty(rows * w)
+    tmp = np.empty(rows * w // 2)
+    for c0 in range(0, cols, w):
+        ww = min(cols, c0 + w) - c0
+        b = buf[: rows * ww].reshape(rows, ww)
+        np.copyto(b, R[:, c0 : c0 + ww])
+        for i in range(L):
+            v = b.reshape(2**i, 2, -1)
+            x0, x1 = v[:, 0], v[:, 1]
+            t = tmp[: x0.size].reshape(x0.shape)
+            np.multiply(x0, p, out=t)
+            x1 += t
+            x0 *= 1.0 - p
+        R[:, c0 : c0 + ww] = b
+
+
+def lifted_run(
+    cyl, vocab_size: int, length: int, probs, values: str = "independent", qprobs=None, threads: int | None = None
+) -> LayeredResult:
+    """The exact law of RandomOrder with Bernoulli reveal (reveal probabilities ``probs`` = p_1..p_N) on the
+    *lifted* state R[U, x]: the visible set U (a bit per position, 2**L rows) and a value for every position
+    (V**L columns, row-major), the values of masked positions latent (the state's probability is the sum
+    over them). A step is
+
+    1. complete (:func:`_complete`): per row, P_U(x_U) = sum_{x_F} R[U, x], then
+       Q[U, x] = P_U(x_U) prod_{i in F} c_i(x_i | x_U) -- every masked position's candidate drawn
+       independently from the exact conditionals given the step's state (``values="joint"``: from q's
+       joint conditional q(x) / C[x_U]);
+    2. thin: each masked position independently revealed w.p. p_n with its candidate,
+       R'[U', x] = sum_{U subset U'} p^{|U' - U|} (1 - p)^{L - |U'|} Q[U, x]
+                 = p^{|U'|} (1 - p)^{L - |U'|} sum_{U subset U'} p^{-|U|} Q[U, x]:
+       the completion stores p^{-|U|} Q, a subset sum over the row bits (:func:`_zeta`, one add per
+       position and value) and a factor per row kept aside (``scale``, applied by the next completion).
+       p_n = 1 sums the rows; p_n = 0 is skipped; a p_n with p_n**L < 1e-250 thins by butterflies.
+
+    This is the sampler's step: Binomial(#masked, p_n) positions uniformly at random = each masked position
+    independently w.p. p_n, and revealed values independent given the state (a latent candidate that stays
+    masked is summed out by the next completion; the conditionals sum to 1). Cost per step: the completion,
+    O((2V)**L) with two gathers, and L adds over (2V)**L values, instead of the (2V+1)**L
+    (parent, reveal set, values) transitions of the layers; memory (2V)**L floats (2 GiB at V = 2, L = 14).
+    ``qprobs``: q's table over V**L (numpy), needed for ``values="joint"``; ``threads`` as in
+    :func:`layered_law` (the result does not depend on it).
+    """
+    V, L = int(vocab_size), int(length)
+    cyl = np.asarray(cyl)
+    if values == "joint":
+        if qprobs is None:
+            raise ValueError("values='joint' needs q's table (qprobs).")
+        qprobs = np.asarray(qprobs)
+    R = np.zeros((2**L, V**L))
+    R[0, 0] = 1.0  # all masked (row 0: no visible position), latent values 0
+    scale = np.ones(2**L)  # probabilities of row U: scale[U] * R[U]
+    full = 2**L - 1
+    K_of = np.array([bin(u).count("1") for u in range(2**L)])
+    nfe, n = 0.0, 0
+    for value in probs:
+        p = float(value)
+        mass = R.sum(axis=1) * scale  # (2**L,)
+        if not np.any(mass[:full] > 0):
+            break
+        n += 1
+        if p == 0.0:
+            continue
+        nfe += float(np.sum(mass[:full] * (1.0 - (1.0 - p) ** (L - K_of[:full]))))
+        zeta = p < 1.0 and p**L >= 1e-250  # thin by subset sums of p**-|U| Q (else p = 1 or butterflies)
+        for K in range(L):
+            if np.any(mass[K_of == K] > 0):
+                _complete(R, scale, p**-K if zeta else 1.0, cyl, qprobs, V, L, K, values, threads)
+        R[full] *= scale[full] * (p**-L if zeta else 1.0)
+        scale[:] = 1.0
+        if p == 1.0:  # every masked position revealed: all rows into the full one
+            R[full] = R.sum(axis=0)
+            R[:full] = 0.0
+        elif zeta:
+            _zeta(R, L, threads)
+            scale = p ** K_of.astype(float) * (1.0 - p) ** (L - K_of).astype(float)
+        else:
+            _butterflies(R, p, L)
+    if np.any(R[:full].sum(axis=1) * scale[:full] > 0):
+        raise RuntimeError("plan ended with masked tokens left (Bernoulli: p_N = 1).")
+    return LayeredResult(R[full] * scale[full], nfe, n)

@@ -304,7 +304,7 @@ def exact_law(
         else:
             lcyl, order = layered
             check_layered_size(V, L, plan.values, order, values, max_bytes, plan.mode)
-            res = layered_run(lcyl, V, L, plan.values, plan.mode, order, values)
+            res = layered_run(lcyl, V, L, plan.values, plan.mode, order, values, max_bytes=max_bytes)
             return Law(jnp.asarray(res.probs), res.expected_nfe, res.steps_run)
     deterministic = bool(getattr(policy, "deterministic", False))
     if engine == "sparse" or (engine == "auto" and deterministic):
