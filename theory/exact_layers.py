@@ -716,6 +716,9 @@ def lifted_run(
         if p == 1.0:  # every masked position revealed: all rows into the full one
             R[full] = R.sum(axis=0)
             R[:full] = 0.0
+        elif zeta and not np.any(mass[1:] > 0):  # only the all-mask row: its subset sums are copies of it
+            R[1:] = R[0]
+            scale = p ** K_of.astype(float) * (1.0 - p) ** (L - K_of).astype(float)
         elif zeta:
             _zeta(R, L, threads)
             scale = p ** K_of.astype(float) * (1.0 - p) ** (L - K_of).astype(float)
