@@ -1,4 +1,7 @@
-"""The exact law of value-blind policies (fixed counts or Bernoulli reveal) as a dynamic programme over layers.
+"""Fast engines of :func:`theory.sampling.exact_law`: layers for value-blind policies, a lifted state for
+RandomOrder with Bernoulli reveal, sparse states for adaptive policies.
+
+The exact law of value-blind policies (fixed counts or Bernoulli reveal) as a dynamic programme over layers.
 
 A value-blind policy (:class:`~theory.policies.RandomOrder`, :class:`~theory.policies.LeftToRight`,
 :class:`~theory.policies.FixedOrder`) chooses which positions to reveal without looking at the values, so
@@ -26,7 +29,14 @@ of size (V+1)**L x L x V. :func:`theory.sampling.exact_law` dispatches here auto
 Bernoulli reveal (count ~ Binomial(#masked, p_n), then the policy's positions) is value-blind too: every
 layer K moves to every K + k with weight Binomial(k; L - K, p_n) (:func:`layered_run`). The layers then
 cover all (V+1)**L states and a step costs up to (2V+1)**L transitions, as in the frontier engine, but
-without its materialised transitions and dense merge.
+without its materialised transitions and dense merge. For RandomOrder, :func:`lifted_run` does better where
+its (2V)**L-float state fits: each masked position is revealed independently w.p. p_n, so a step is a
+completion (every masked position gets a latent candidate from the exact conditionals) and a thinning (a
+subset sum over the visible-set bits), O(L (2V)**L) per step.
+
+Adaptive policies (Top-k, EB and any other policy that looks at values) run on :func:`sparse_run`: the
+frontier engine's step on the states that carry mass, kept as sorted int64 indices and merged by a sort and
+a segment sum (no dense (V+1)**L array besides the cylinder table).
 """
 
 from __future__ import annotations

@@ -256,7 +256,8 @@ def exact_law(
       conditionals (the Joint's own denoiser or any ExactDenoiser; or ``values="joint"``), no callback.
       A dynamic programme over layers of partial states with the same number of visible positions,
       every conditional a gather from the cylinder-sum table; fixed counts, V = 2, N = 4: L = 16 in
-      seconds.
+      seconds. RandomOrder with Bernoulli reveal runs on the lifted state of
+      :func:`theory.exact_layers.lifted_run` where its (2V)**L floats fit (4 GiB and ``max_bytes``).
     * "sparse" (:func:`theory.exact_layers.sparse_run`): any policy and denoiser, callbacks included;
       "auto" takes it for deterministic policies (Top-k, EB, LeftToRight / FixedOrder with other
       denoisers). The frontier engine's step (the policy's ``reveal_distribution`` on the marginals of
