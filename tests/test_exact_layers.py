@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from theory import exact_layers, policies, schedules
+from theory.denoiser import smoothed
 from theory.joint import Joint
 from theory.sampling import exact_law
 
@@ -202,3 +203,142 @@ def test_threads_blocks_and_uncached_permutations(monkeypatch):
     assert abs(bern.expected_nfe - ref_b.expected_nfe) <= TOL and bern.steps_run == ref_b.steps_run
     with pytest.raises(ValueError, match="threads"):
         exact_layers.layered_law(cyl, 2, 8, [2, 3, 3], threads=0)
+
+
+# ---- sparse engine (adaptive and other deterministic policies) against the frontier engine ----------------
+@st.composite
+def deterministic_policies(draw, length: int):
+    kind = draw(st.sampled_from(["topk", "topk_k", "eb", "l2r"]))
+    proxy = draw(st.sampled_from(list(policies.PROXIES)))
+    if kind == "topk":
+        return policies.TopK(proxy)
+    if kind == "topk_k":
+        return policies.TopK(proxy, k=draw(st.integers(1, length)))
+    if kind == "eb":
+        return policies.EntropyBounded(draw(st.sampled_from([0.0, 0.05, 0.5, float("inf")])), proxy)
+    return policies.LeftToRight()
+
+
+def _check_sparse(q, policy, plan, values="independent", denoiser=None):
+    """Sparse engine == frontier engine: law, expected NFE, steps and every callback call (same states, in
+    the same sorted order, same probabilities to 1e-12)."""
+    calls: dict = {"sparse": [], "frontier": []}
+    laws = {}
+    for engine in ("sparse", "frontier"):
+
+        def cb(n, states, probs, marg, parent, subsets, weights, log=calls[engine]):
+            log.append((n, states.copy(), probs.copy(), subsets.copy(), weights.copy()))
+
+        laws[engine] = exact_law(q, policy, values=values, engine=engine, denoiser=denoiser, callback=cb, **plan)
+    new, old = laws["sparse"], laws["frontier"]
+    a, b = np.asarray(new.probs), np.asarray(old.probs)
+    assert np.max(np.abs(a - b)) <= TOL
+    assert abs(a.sum() - 1.0) <= TOL
+    assert abs(new.expected_nfe - old.expected_nfe) <= TOL and new.steps_run == old.steps_run
+    assert len(calls["sparse"]) == len(calls["frontier"])
+    for (n1, s1, p1, sub1, w1), (n2, s2, p2, sub2, w2) in zip(calls["sparse"], calls["frontier"]):
+        assert n1 == n2 and np.array_equal(s1, s2) and np.array_equal(sub1, sub2) and np.array_equal(w1, w2)
+        assert np.max(np.abs(p1 - p2)) <= TOL
+    return a, new
+
+
+@settings(max_examples=4)
+@given(data=st.data())
+def test_sparse_equals_frontier_engine(data):
+    """Default draws: V = 2, L = 4 (every kind of table; JAX compiles once per shape); the slow twin draws
+    V and L too."""
+    q = data.draw(joints(max_states=3**4, min_length=4, max_length=4))
+    policy = data.draw(deterministic_policies(q.length))
+    plan = data.draw(plans(q.length)) if policy.uses_count else {"steps": data.draw(st.integers(1, 3))}
+    values = data.draw(st.sampled_from(["independent", "independent", "joint"]))
+    _check_sparse(q, policy, plan, values)
+
+
+@pytest.mark.slow
+@settings(max_examples=60)
+@given(data=st.data())
+def test_sparse_equals_frontier_engine_many(data):
+    q = data.draw(joints(max_states=4**5, max_length=6))
+    policy = data.draw(deterministic_policies(q.length))
+    plan = data.draw(plans(q.length)) if policy.uses_count else {"steps": data.draw(st.integers(1, 3))}
+    values = data.draw(st.sampled_from(["independent", "independent", "joint"]))
+    _check_sparse(q, policy, plan, values)
+
+
+def test_pinned_topk_and_eb():
+    """q(000) = 1/2, q(011) = q(101) = 1/4. Marginal confidences 3/4, 3/4, 1/2 (entropies h = H(3/4),
+    h, ln 2). Top-k (confidence), counts [2, 1], and EB with gamma = 0.6 (h <= 0.6 < 2h) both reveal
+    x0, x1 first, independently: 00, 01, 10, 11 w.p. 9/16, 3/16, 3/16, 1/16; x2 then copies the
+    support (00 -> 0, 01 -> 1, 10 -> 1) or, from the impossible 11, is uniform: law 000 9/16, 011 3/16,
+    101 3/16, 110 = 111 = 1/32. EB with gamma = 0 reveals x0 alone; after x0 = 0 the conditionals of x1
+    and x2 are both (2/3, 1/3) (tie: x1 first), after x0 = 1 both are certain (revealed together): the
+    chain rule, law q, E[NFE] = 3/4 * 3 + 1/4 * 2 = 11/4, three steps."""
+    q = Joint(np.array([1 / 2, 0, 0, 1 / 4, 0, 1 / 4, 0, 0]), 2, 3)
+    two = np.array([9 / 16, 0, 0, 3 / 16, 0, 3 / 16, 1 / 32, 1 / 32])
+    a, law = _check_sparse(q, policies.TopK("confidence"), {"counts": [2, 1]})
+    assert_close(a, two, rtol=1e-14)
+    a, law = _check_sparse(q, policies.EntropyBounded(0.6), {"steps": 3})
+    assert_close(a, two, rtol=1e-14)
+    assert law.expected_nfe == 2.0 and law.steps_run == 2
+    a, law = _check_sparse(q, policies.EntropyBounded(0.0), {"steps": 3})
+    assert_close(a, np.asarray(q.probs), rtol=1e-14)
+    assert abs(law.expected_nfe - 11 / 4) <= 1e-14 and law.steps_run == 3
+
+
+def test_sparse_dispatch_merge_and_refusal(monkeypatch):
+    """auto takes the sparse engine for deterministic policies (the frontier's dense state space is never
+    sized); merging in several sorted runs gives the same law; too large: the memory and the scalable engine."""
+    import theory.sampling as S
+
+    q = Joint(np.random.default_rng(5).dirichlet(np.full(2**4, 0.3)), 2, 4)
+    pol = policies.EntropyBounded(0.2)
+    ref = np.asarray(exact_law(q, pol, engine="frontier").probs)
+
+    def boom(*a, **k):
+        raise AssertionError("frontier engine called")
+
+    monkeypatch.setattr(S, "check_size", boom)
+    monkeypatch.setattr(exact_layers, "MERGE_CHUNK", 4)
+    law = exact_law(q, pol)
+    assert_close(np.asarray(law.probs), ref, rtol=TOL, atol=1e-15)
+    with pytest.raises(AssertionError, match="frontier"):  # a random policy with another denoiser: frontier
+        exact_law(q, policies.RandomOrder(), 3, denoiser=smoothed(q.denoiser(), 0.1))
+    idx, prob = exact_layers.merge_sorted(np.array([5, 2, 5, 9, 2]), np.array([0.25, 0.5, 0.25, 0.0, -0.5]))
+    assert idx.tolist() == [5] and prob.tolist() == [0.5]  # 2 sums to exactly 0, 9 carries 0: dropped
+    monkeypatch.undo()
+    need = exact_layers.sparse_bytes(2, 4, True)
+    with pytest.raises(
+        ValueError, match=r"(?s)sparse engine.*would need.*Monte-Carlo sampler theory\.sampling\.sample"
+    ):
+        exact_law(q, pol, max_bytes=need - 1)
+
+
+def test_lifted_bernoulli_equals_layers_and_frontier(monkeypatch):
+    """RandomOrder with Bernoulli reveal: the lifted engine (exact_law's default where it fits) against the
+    layers (forced by LIFTED_MAX_BYTES = 0) and the frontier engine, both value laws, small blocks (several
+    row chunks and column blocks), 1 and 3 threads (the same bits), and plans with p = 0 (skipped), a p
+    with p**L < 1e-250 (butterflies instead of subset sums) and p = 1 (rows summed)."""
+    q = Joint.from_support(np.array([[0, 0, 1, 1, 0], [1, 0, 1, 0, 0], [1, 1, 1, 1, 1], [0, 0, 0, 0, 1]]), 2, 5)
+    cyl = np.asarray(q.denoiser().cyl)
+    plan = {"steps": 3, "schedule": schedules.cosine(), "reveal": "bernoulli"}
+    monkeypatch.setattr(exact_layers, "LIFTED_BLOCK", 8)
+    for values in ("independent", "joint"):
+        assert exact_layers.use_lifted(2, 5, "random", "bernoulli")
+        _check_same(q, policies.RandomOrder(), plan, values)
+        lifted = exact_law(q, policies.RandomOrder(), values=values, **plan)
+        probs = [0.0, 1e-60, 0.3, 0.0, 0.6, 1.0]
+        one = exact_layers.lifted_run(cyl, 2, 5, probs, values, np.asarray(q.probs), threads=1)
+        three = exact_layers.lifted_run(cyl, 2, 5, probs, values, np.asarray(q.probs), threads=3)
+        assert np.array_equal(one.probs, three.probs)
+        with monkeypatch.context() as m:
+            m.setattr(exact_layers, "LIFTED_MAX_BYTES", 0)
+            assert not exact_layers.use_lifted(2, 5, "random", "bernoulli")
+            layers = exact_law(q, policies.RandomOrder(), values=values, **plan)
+            ref = exact_layers.layered_run(cyl, 2, 5, probs, "bernoulli", values=values)
+        assert_close(np.asarray(lifted.probs), np.asarray(layers.probs), rtol=TOL, atol=1e-15)
+        assert abs(lifted.expected_nfe - layers.expected_nfe) <= TOL and lifted.steps_run == layers.steps_run
+        assert_close(one.probs, ref.probs, rtol=TOL, atol=1e-15)
+        assert abs(one.expected_nfe - ref.expected_nfe) <= TOL and one.steps_run == ref.steps_run == 6
+    need = exact_layers.layered_bytes(2, 5, [0.5, 1.0], "random", reveal="bernoulli")
+    assert need == 8 * 3**5 + exact_layers.lifted_bytes(2, 5)  # the lifted state's estimate
+    assert not exact_layers.use_lifted(2, 5, "random", "bernoulli", max_bytes=need - 1)  # a tight budget: layers

@@ -34,7 +34,7 @@ import numpy as np
 from scipy.stats import binom
 
 from .denoiser import ExactDenoiser, check_denoiser
-from .exact_layers import check_layered_size, layered_run
+from .exact_layers import check_layered_size, check_sparse_size, layered_run, sparse_run
 from .joint import Joint
 from .policies import FixedOrder, LeftToRight, RandomOrder, check_policy
 from .pytree import traceable
@@ -200,7 +200,7 @@ def _fill(idx, prob, marg, parent, subsets, weights, V, L, values, cyl):
             yield child.reshape(-1), cw.reshape(-1)
 
 
-ENGINES = ("auto", "layers", "frontier")
+ENGINES = ("auto", "layers", "sparse", "frontier")
 
 
 def _layered_setup(denoiser, policy, plan: Plan, values: str, callback, joint_cyl):
@@ -249,21 +249,28 @@ def exact_law(
     callback: called as ``callback(n, states (K, L), probs (K,), marginals (K, L, V), parent (R,),
         subsets (R, L), weights (R,))`` before each step, for expectations along the path.
 
-    engine: "auto" (default), "layers" or "frontier". Two engines compute the same law:
+    engine: "auto" (default), "layers", "sparse" or "frontier". Three engines compute the same law:
 
     * "layers" (:mod:`theory.exact_layers`): value-blind policies (exactly :class:`RandomOrder`,
       :class:`LeftToRight`, :class:`FixedOrder`) with fixed counts or Bernoulli reveal and the exact
       conditionals (the Joint's own denoiser or any ExactDenoiser; or ``values="joint"``), no callback.
       A dynamic programme over layers of partial states with the same number of visible positions,
       every conditional a gather from the cylinder-sum table; fixed counts, V = 2, N = 4: L = 16 in
-      seconds.
-    * "frontier": everything else (adaptive policies, other denoisers, callbacks).
-      Propagates the distribution over partial states step by step (a sparse frontier, merged on the
-      dense index space (V+1)**L). Cost: the number of (state, reveal set, values) transitions, at most
-      (2V+1)**L per step, far fewer with fixed counts.
+      seconds. RandomOrder with Bernoulli reveal runs on the lifted state of
+      :func:`theory.exact_layers.lifted_run` where its (2V)**L floats fit (4 GiB and ``max_bytes``).
+    * "sparse" (:func:`theory.exact_layers.sparse_run`): any policy and denoiser, callbacks included;
+      "auto" takes it for deterministic policies (Top-k, EB, LeftToRight / FixedOrder with other
+      denoisers). The frontier engine's step (the policy's ``reveal_distribution`` on the marginals of
+      every state that carries mass) with the states kept as sorted indices and merged by a sort and
+      segment sum: no (V+1)**L-sized array besides the cylinder table. A deterministic policy reaches at
+      most V**L states per step: V = 2, N = 4, Top-k and EB at L = 14 in under a second warm.
+    * "frontier": everything else (random policies with other denoisers). Propagates the distribution
+      over partial states step by step (a sparse frontier, merged on the dense index space (V+1)**L).
+      Cost: the number of (state, reveal set, values) transitions, at most (2V+1)**L per step, far fewer
+      with fixed counts.
 
-    "auto" takes "layers" wherever it applies; "frontier" forces the general engine (the tests use it
-    as the oracle of the layered one).
+    "auto" takes "layers" wherever it applies, then "sparse" for deterministic policies; "frontier"
+    forces the general engine (the tests use it as the oracle of the other two).
     """
     require_x64("exact_law")
     policy = RandomOrder() if policy is None else policy
@@ -290,7 +297,7 @@ def exact_law(
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}.")
     plan = make_plan(policy, L, steps, reveal=reveal, schedule=schedule, counts=counts)
-    if engine != "frontier":
+    if engine not in ("frontier", "sparse"):
         layered = _layered_setup(denoiser, policy, plan, values, callback, cyl)
         if isinstance(layered, str):
             if engine == "layers":
@@ -298,8 +305,13 @@ def exact_law(
         else:
             lcyl, order = layered
             check_layered_size(V, L, plan.values, order, values, max_bytes, plan.mode)
-            res = layered_run(lcyl, V, L, plan.values, plan.mode, order, values)
+            res = layered_run(lcyl, V, L, plan.values, plan.mode, order, values, max_bytes=max_bytes)
             return Law(jnp.asarray(res.probs), res.expected_nfe, res.steps_run)
+    deterministic = bool(getattr(policy, "deterministic", False))
+    if engine == "sparse" or (engine == "auto" and deterministic):
+        check_sparse_size(V, L, deterministic and plan.mode != "bernoulli", max_bytes)
+        res = sparse_run(denoiser, policy, plan, values, cyl, callback)
+        return Law(jnp.asarray(res.probs), res.expected_nfe, res.steps_run)
     S = (V + 1) ** L
     check_size(
         8 * S,
