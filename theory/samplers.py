@@ -335,7 +335,7 @@ class SampledConfidenceSampler(Sampler):
         c, lo, hi, tau = self.plan(L, steps)
         arrs = tuple(jnp.asarray(a) for a in (c.astype(np.int32), lo.astype(np.int32), hi.astype(np.int32)))
         tau_a = jnp.asarray(tau, dtype=jnp.float64)
-        run = _conf_jit(traceable(denoiser))
+        run = _jitted(_conf_run, traceable(denoiser))
         toks, nfes = [], []
         bs = _sampling._batch_bucket(num)
         for a in range(0, num, bs):
@@ -453,13 +453,15 @@ def _conf_run(keys, counts, lo, hi, tau, denoiser):
     return jax.lax.fori_loop(0, counts.shape[0], body, init)
 
 
-_CONF_JIT: dict = {}
+_JITTED: dict = {}
 
 
-def _conf_jit(denoiser_traced: bool):
-    if denoiser_traced not in _CONF_JIT:
-        _CONF_JIT[denoiser_traced] = jax.jit(_conf_run, static_argnames=() if denoiser_traced else ("denoiser",))
-    return _CONF_JIT[denoiser_traced]
+def _jitted(run, denoiser_traced: bool):
+    """``jax.jit(run)`` with the denoiser traced (a registered pytree) or static (hashable), built once each."""
+    key = (run, denoiser_traced)
+    if key not in _JITTED:
+        _JITTED[key] = jax.jit(run, static_argnames=() if denoiser_traced else ("denoiser",))
+    return _JITTED[key]
 
 
 # ================================ ReMDM remasking =====================================================
@@ -539,7 +541,7 @@ class ReMDMSampler(Sampler):
         check_denoiser(denoiser)
         num = _check_num(num)
         sigma, pu = self.rates(steps)
-        run = _remdm_jit(traceable(denoiser))
+        run = _jitted(_remdm_run, traceable(denoiser))
         toks, nfes = [], []
         bs = _sampling._batch_bucket(num)
         for a in range(0, num, bs):
@@ -612,15 +614,6 @@ def _remdm_run(keys, sigma, pu, denoiser):
 
     init = (jnp.full((B, L), V, dtype=jnp.int32), jnp.zeros((B,), jnp.int32))
     return jax.lax.fori_loop(0, sigma.shape[0], body, init)
-
-
-_REMDM_JIT: dict = {}
-
-
-def _remdm_jit(denoiser_traced: bool):
-    if denoiser_traced not in _REMDM_JIT:
-        _REMDM_JIT[denoiser_traced] = jax.jit(_remdm_run, static_argnames=() if denoiser_traced else ("denoiser",))
-    return _REMDM_JIT[denoiser_traced]
 
 
 # ================================ the registry ========================================================
