@@ -24,6 +24,13 @@ not-yet-revealed part of a uniform permutation is a uniform order of the masked 
 the counts); :class:`LeftToRight` and :class:`FixedOrder` are deterministic. Subclasses that change
 ``select`` or ``score`` must not inherit ``order`` (set ``order = None``).
 
+Optional fourth face, the ranked fast path of the sampler: ``ranked`` (true), ``score(state, marginals)
+-> (L,)`` (position-wise) and ``ranked_count(state, marginals, count, sorted_scores) -> ()`` (the rank
+cutoff c: the step reveals the masked positions among the c lowest scores, ties by position).
+:class:`TopK` and :class:`EntropyBounded` (entropy proxy) have it; the sampler then sorts integer keys
+(:func:`sort_keys`) instead of float64 scores and reads the reveal set off a threshold
+(:func:`lowest_by_score`). Subclasses that change ``select`` or ``score`` must set ``ranked = False``.
+
 Deterministic policies rank masked positions by a score (lower is revealed first) with ties broken
 by position (stable sort), and reveal the first ``count``. To add a policy, subclass
 :class:`ScorePolicy` and implement ``score``, or implement the two methods directly.
@@ -63,14 +70,6 @@ def sort_keys(x):
     b = jax.lax.bitcast_convert_type(x.astype(jnp.float64), jnp.uint64)
     sign = jnp.uint64(1 << 63)
     return jnp.where(b >= sign, ~b, b | sign)
-
-
-def rank_order_reference(score, masked):
-    """Masked positions by ``score`` (lowest first, ties by position), then the unmasked: (L,) int32.
-
-    The simple path (one stable float64 argsort); :func:`ranked_prefix` gives the same prefix faster.
-    """
-    return jnp.argsort(jnp.where(masked, score, jnp.inf), axis=-1, stable=True).astype(jnp.int32)
 
 
 def from_sort_keys(k):
