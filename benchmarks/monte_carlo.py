@@ -7,6 +7,13 @@ revealed positions from matrix powers and the nearest visible neighbours). For c
 sampler (same order-based reveal, same conditionals, same tables) written in plain numpy runs in the
 same process.
 
+Policies (``--policies``, default all three): ``random`` (RandomOrder, the static-order path: conditionals
+only at the revealed positions), ``topk`` (TopK("confidence"), the schedule's counts) and ``eb``
+(EntropyBounded with the entropy proxy; it chooses its own counts, so gamma is set to (L/N - 1) times the
+chain's entropy rate, about L/N tokens per step; the ``nfe`` column says how many steps it took). Top-k and
+EB need every masked position's conditional at every step (the full ``marginals``) and take the ranked
+path; ``--path general`` times the general path they replaced (the "before" of issue 14).
+
 Grid: L in {64, 256, 1024, 4096}, N in {4, 64, L}, |V| in {2, 8, 32}; batch B = max(1, 2**18 // L)
 sequences per call (fewer if a run would exceed the time budget). Timings exclude compilation (one
 warm-up call first) and are the best of ``--repeats`` calls. A configuration whose estimated run time
@@ -14,6 +21,7 @@ exceeds ``--budget`` seconds is skipped and marked so.
 
     PYTHONPATH=. python benchmarks/monte_carlo.py            # full grid
     PYTHONPATH=. python benchmarks/monte_carlo.py --quick    # L in {64, 256}, N in {4, 64}, V = 8
+    PYTHONPATH=. python benchmarks/monte_carlo.py --lengths 1024 --steps 64 --vocab 8   # issue 14's size
     XLA_FLAGS=--xla_force_host_platform_device_count=2 PYTHONPATH=. python benchmarks/monte_carlo.py --devices 2
 """
 
@@ -70,12 +78,34 @@ def numpy_sampler(rng, left, right, counts, num, V, L, positive=False):
     return states
 
 
+POLICIES = ("random", "topk", "eb")
+
+
+def make_policy(name: str, lang, L: int, N: int):
+    """The benchmark's policy objects (see the module docstring for EB's gamma)."""
+    from theory import policies
+
+    if name == "random":
+        return policies.RandomOrder()
+    if name == "topk":
+        return policies.TopK("confidence")
+    return policies.EntropyBounded(max(L / N - 1.0, 0.0) * lang.entropy_rate())
+
+
+CPU_S: list = []  # process CPU seconds of the best wall-clock call of the last _time
+
+
 def _time(fn, repeats):
-    best = np.inf
+    """Best wall-clock time of ``repeats`` calls (also records that call's process CPU time in ``CPU_S``: on
+    a loaded machine, tokens per CPU second is the steadier measure of the work)."""
+    best, cpu = np.inf, np.inf
     for _ in range(repeats):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         fn()
-        best = min(best, time.perf_counter() - t)
+        w, c = time.perf_counter() - t, time.process_time() - c
+        if w < best:
+            best, cpu = w, c
+    CPU_S[:] = [cpu]
     return best
 
 
@@ -94,6 +124,8 @@ def main(argv=None):
     )
     ap.add_argument("--vocab", type=int, nargs="*", default=None, help="override the grid of |V|")
     ap.add_argument("--out", default=None, help="optional CSV path for the table")
+    ap.add_argument("--policies", nargs="*", default=list(POLICIES), choices=list(POLICIES), help="policies to time")
+    ap.add_argument("--path", default="auto", choices=["auto", "general"], help="sampler path (general: the old one)")
     args = ap.parse_args(argv)
     jax.config.update("jax_enable_x64", True)
 
@@ -102,14 +134,14 @@ def main(argv=None):
 
     lengths = args.lengths or ([64, 256] if args.quick else [64, 256, 1024, 4096])
     vocab = args.vocab or ([8] if args.quick else [2, 8, 32])
-    policy = policies.RandomOrder()
     key = jax.random.PRNGKey(args.seed)
     sharding = None
     if args.devices > 1:
         sharding = sampling.batch_sharding(args.devices)
     print(
         f"# machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, jax {jax.__version__}, "
-        f"{jax.device_count()} device(s) ({jax.devices()[0].platform}), sharded over {args.devices}"
+        f"{jax.device_count()} device(s) ({jax.devices()[0].platform}), sharded over {args.devices}; "
+        f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
     )
     rows = []
     for L in lengths:
@@ -119,53 +151,81 @@ def main(argv=None):
             steps_list = [4, 64] if args.quick else [4, 64, L]
         for N in sorted(set(steps_list)):
             for V in vocab:
-                lang = languages.random_markov(jax.random.fold_in(key, L * 1000 + V), V, L, 1.0)
-                d = lang.denoiser()
-                plan = sampling.make_plan(policy, L, N, reveal="fixed", schedule=schedules.linear())
-                counts = plan.values
-                B = max(args.devices, args.tokens // L)
-                B -= B % args.devices
-
-                def run_jax(b, k):
-                    return jax.block_until_ready(sampling.sample(k, d, policy, N, num=b, sharding=sharding).tokens)
-
-                row = {"L": L, "N": N, "V": V}
-                # probe with a small batch (includes compilation for that shape), then size the batch
-                b0 = max(args.devices, min(B, 8))
-                t = time.perf_counter()
-                run_jax(b0, key)
-                compile_s = time.perf_counter() - t
-                t0 = _time(lambda: run_jax(b0, jax.random.fold_in(key, 1)), 1)
-                est = t0 * B / b0
-                if est > args.budget:
-                    B = max(b0, int(b0 * args.budget / max(t0, 1e-9) / 2))
+                for pname in args.policies:
+                    lang = languages.random_markov(jax.random.fold_in(key, L * 1000 + V), V, L, 1.0)
+                    d = lang.denoiser()
+                    policy = make_policy(pname, lang, L, N)
+                    plan = sampling.make_plan(policies.RandomOrder(), L, N, reveal="fixed", schedule=schedules.linear())
+                    counts = plan.values
+                    B = max(args.devices, args.tokens // L)
                     B -= B % args.devices
-                if t0 > args.budget:
-                    row.update(batch=b0, jax_s=np.nan, jax_tok_s=np.nan, note=f"skipped: > {args.budget:g} s")
+
+                    def run_jax(b, k):
+                        s = sampling.sample(k, d, policy, N, num=b, sharding=sharding, path=args.path)
+                        nfe.append(float(np.mean(np.asarray(s.nfe))))
+                        return jax.block_until_ready(s.tokens)
+
+                    nfe: list = []
+                    row = {"policy": pname, "path": args.path, "L": L, "N": N, "V": V}
+                    # probe with a small batch (includes compilation for that shape), then size the batch
+                    b0 = max(args.devices, min(B, 8))
+                    t = time.perf_counter()
+                    run_jax(b0, key)
+                    compile_s = time.perf_counter() - t
+                    t0 = _time(lambda: run_jax(b0, jax.random.fold_in(key, 1)), 1)
+                    est = t0 * B / b0
+                    if est > args.budget:
+                        B = max(b0, int(b0 * args.budget / max(t0, 1e-9) / 2))
+                        B -= B % args.devices
+                    if t0 > args.budget:
+                        row.update(batch=b0, jax_s=np.nan, jax_tok_s=np.nan, note=f"skipped: > {args.budget:g} s")
+                        rows.append(row)
+                        print(row, flush=True)
+                        continue
+                    run_jax(B, key)  # compile for the full batch shape
+                    tj = _time(lambda: run_jax(B, jax.random.fold_in(key, 2)), args.repeats)
+                    row.update(
+                        batch=B,
+                        compile_s=round(compile_s, 2),
+                        jax_s=tj,
+                        jax_tok_s=B * L / tj,
+                        cpu_tok_s=B * L / CPU_S[0],
+                        nfe=nfe[-1],
+                        note="",
+                    )
+                    if not args.no_numpy and pname == "random":
+                        left, right = np.asarray(d.left), np.asarray(d.right)
+                        rng = np.random.default_rng(args.seed)
+                        bn = max(1, min(B, 8))
+                        tn0 = _time(lambda: numpy_sampler(rng, left, right, counts, bn, V, L, d.positive), 1)
+                        bnum = B if tn0 * B / bn <= args.budget else max(bn, int(bn * args.budget / max(tn0, 1e-9) / 2))
+                        if tn0 > args.budget:
+                            row.update(numpy_tok_s=np.nan, note=f"numpy skipped: > {args.budget:g} s")
+                        else:
+                            tn = _time(lambda: numpy_sampler(rng, left, right, counts, bnum, V, L, d.positive), 1)
+                            row.update(numpy_batch=bnum, numpy_tok_s=bnum * L / tn)
+                            row["speedup"] = row["jax_tok_s"] / row["numpy_tok_s"]
                     rows.append(row)
-                    print(row, flush=True)
-                    continue
-                run_jax(B, key)  # compile for the full batch shape
-                tj = _time(lambda: run_jax(B, jax.random.fold_in(key, 2)), args.repeats)
-                row.update(batch=B, compile_s=round(compile_s, 2), jax_s=tj, jax_tok_s=B * L / tj, note="")
-                if not args.no_numpy:
-                    left, right = np.asarray(d.left), np.asarray(d.right)
-                    rng = np.random.default_rng(args.seed)
-                    bn = max(1, min(B, 8))
-                    tn0 = _time(lambda: numpy_sampler(rng, left, right, counts, bn, V, L, d.positive), 1)
-                    bnum = B if tn0 * B / bn <= args.budget else max(bn, int(bn * args.budget / max(tn0, 1e-9) / 2))
-                    if tn0 > args.budget:
-                        row.update(numpy_tok_s=np.nan, note=f"numpy skipped: > {args.budget:g} s")
-                    else:
-                        tn = _time(lambda: numpy_sampler(rng, left, right, counts, bnum, V, L, d.positive), 1)
-                        row.update(numpy_batch=bnum, numpy_tok_s=bnum * L / tn)
-                        row["speedup"] = row["jax_tok_s"] / row["numpy_tok_s"]
-                rows.append(row)
-                print({k: (f"{v:.3g}" if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
+                    print({k: (f"{v:.3g}" if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
     df = pd.DataFrame(rows)
     cols = [
         c
-        for c in ["L", "N", "V", "batch", "jax_tok_s", "numpy_batch", "numpy_tok_s", "speedup", "compile_s", "note"]
+        for c in [
+            "policy",
+            "path",
+            "L",
+            "N",
+            "V",
+            "batch",
+            "jax_tok_s",
+            "cpu_tok_s",
+            "nfe",
+            "numpy_batch",
+            "numpy_tok_s",
+            "speedup",
+            "compile_s",
+            "note",
+        ]  # fmt: skip
         if c in df
     ]
     print()

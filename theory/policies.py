@@ -24,6 +24,13 @@ not-yet-revealed part of a uniform permutation is a uniform order of the masked 
 the counts); :class:`LeftToRight` and :class:`FixedOrder` are deterministic. Subclasses that change
 ``select`` or ``score`` must not inherit ``order`` (set ``order = None``).
 
+Optional fourth face, the ranked fast path of the sampler: ``ranked`` (true), ``score(state, marginals)
+-> (L,)`` (position-wise) and ``ranked_count(state, marginals, count, sorted_scores) -> ()`` (the rank
+cutoff c: the step reveals the masked positions among the c lowest scores, ties by position).
+:class:`TopK` and :class:`EntropyBounded` (entropy proxy) have it; the sampler then sorts integer keys
+(:func:`sort_keys`) instead of float64 scores and reads the reveal set off a threshold
+(:func:`lowest_by_score`). Subclasses that change ``select`` or ``score`` must set ``ranked = False``.
+
 Deterministic policies rank masked positions by a score (lower is revealed first) with ties broken
 by position (stable sort), and reveal the first ``count``. To add a policy, subclass
 :class:`ScorePolicy` and implement ``score``, or implement the two methods directly.
@@ -53,6 +60,39 @@ def reveal_by_score(score, masked, count):
     order = jnp.argsort(s, stable=True)  # (L,)
     rank = jnp.zeros((L,), jnp.int32).at[order].set(jnp.arange(L, dtype=jnp.int32))
     return masked & (rank < count)
+
+
+def sort_keys(x):
+    """float64 -> uint64 keys whose unsigned order is ``lax.sort``'s float order (what ``jnp.argsort`` uses):
+    -0.0 and 0.0 equal, every NaN after +inf. Integer sorts are several times faster than float64 ones on CPU."""
+    x = jnp.where(x == 0, 0.0, x)  # -0.0 -> 0.0, as lax.sort canonicalises
+    x = jnp.where(jnp.isnan(x), jnp.nan, x)  # one NaN bit pattern (positive: sorts last)
+    b = jax.lax.bitcast_convert_type(x.astype(jnp.float64), jnp.uint64)
+    sign = jnp.uint64(1 << 63)
+    return jnp.where(b >= sign, ~b, b | sign)
+
+
+def from_sort_keys(k):
+    """Inverse of :func:`sort_keys` (with -0.0 read back as 0.0): uint64 -> float64."""
+    sign = jnp.uint64(1 << 63)
+    return jax.lax.bitcast_convert_type(jnp.where(k >= sign, k ^ sign, ~k), jnp.float64)
+
+
+def lowest_by_score(keys, sorted_keys, count):
+    """The ``count`` positions of lowest key, ties by position, without an argsort. Single example.
+
+    ``keys`` (L,) uint64 (:func:`sort_keys` of the scores), ``sorted_keys`` (L,) = ``lax.sort(keys)`` (a
+    one-operand integer sort: the fast one on CPU), ``count`` () int -> (L,) bool. With k* the count-th
+    smallest key: every position with key < k*, then the first (by position) of those with key = k*.
+    The same set as ranks < count in ``argsort(score, stable=True)`` (:func:`reveal_by_score`).
+    """
+    L = keys.shape[-1]
+    c = jnp.clip(count, 0, L)
+    kth = sorted_keys[jnp.maximum(c - 1, 0)]
+    less = keys < kth
+    eq = keys == kth
+    take_eq = c - jnp.sum(less)
+    return (c > 0) & (less | (eq & (jnp.cumsum(eq) <= take_eq)))
 
 
 def token_entropy(marginals):
@@ -266,6 +306,16 @@ class TopK(ScorePolicy):
         c = count if self.k is None else self.k
         return super().select(key, state, marginals, c)
 
+    ranked = True  # the sampler's ranked fast path applies (see ranked_count)
+
+    def ranked_count(self, state, marginals, count, sorted_scores):
+        """Ranked fast path of the sampler (:func:`theory.sampling.sample`): the rank cutoff c of this step,
+        so that the reveal set is the masked positions among the c lowest scores (ties by position), the
+        same set as ``select``. ``sorted_scores`` (L,): the scores with unmasked positions at +inf, sorted
+        (unused here). Single example. Subclasses that change ``select`` or ``score`` must set
+        ``ranked = False``."""
+        return jnp.asarray(count if self.k is None else self.k, jnp.int32)
+
 
 def check_policy(policy) -> None:
     for attr in ("select", "reveal_distribution"):
@@ -336,6 +386,23 @@ class EntropyBounded(Policy):
         s = jnp.where(masked, proxy_score(marginals, self.proxy), jnp.inf)
         order = jnp.argsort(s, stable=True)  # masked positions first, best proxy first
         return eb_count(token_entropy(marginals)[order], masked[order], self.gamma)
+
+    def score(self, state, marginals):
+        """The proxy (lower = revealed first), (L,), (L, V) -> (L,)."""
+        return proxy_score(marginals, self.proxy)
+
+    @property
+    def ranked(self):
+        """The sampler's ranked fast path applies with the entropy proxy (then the entropies in the proxy's
+        order are the sorted scores, whatever the order among ties)."""
+        return self.proxy == "entropy"
+
+    def ranked_count(self, state, marginals, count, sorted_scores):
+        """Ranked fast path (entropy proxy): :meth:`count` from the sorted entropies ``sorted_scores`` (L,)
+        (unmasked positions at +inf, last), without the argsort. Single example."""
+        masked = state == marginals.shape[-1]
+        valid = jnp.arange(state.shape[-1]) < jnp.sum(masked)
+        return eb_count(jnp.where(valid, sorted_scores, 0.0), valid, self.gamma).astype(jnp.int32)
 
     def select(self, key, state, marginals, count):
         masked = state == marginals.shape[-1]

@@ -536,19 +536,92 @@ def _run(sample_keys, step_ids, step_values, num_rows, denoiser, policy, mode):
     return states, nfe
 
 
+def _run_ranked(sample_keys, step_ids, step_values, num_rows, denoiser, policy, mode, widths):
+    """Ranked fast path (policies with ``ranked`` true: TopK, EntropyBounded with the entropy proxy).
+
+    Same tokens as :func:`_run` (the policy reveals the masked positions among the c lowest scores, ties
+    by position), without its float64 argsort: one one-operand sort of uint64 keys per row
+    (:func:`theory.policies.sort_keys`; the reveal set by threshold, :func:`theory.policies.lowest_by_score`),
+    and values drawn only at the revealed positions (the same per-position uniforms as :func:`_run`),
+    compacted into W slots, W the smallest of the static ``widths`` covering the step's largest reveal
+    (``lax.switch``, as on the static-order path).
+    """
+    from .policies import from_sort_keys, lowest_by_score, sort_keys
+
+    B = sample_keys.shape[0]
+    V, L = denoiser.vocab_size, denoiser.length
+    rows = jnp.arange(B)[:, None]
+    iota = jnp.arange(L, dtype=jnp.int32)
+
+    def reveal(W, states, marg, sel, vkeys):
+        idx = jnp.cumsum(sel, axis=1, dtype=jnp.int32) - 1  # slot of each revealed position
+        pos = jnp.full((B, W), L, jnp.int32).at[rows, jnp.where(sel, idx, W)].set(iota[None, :], mode="drop")
+        valid = pos < L
+        safe = jnp.where(valid, pos, 0)
+        m = jnp.take_along_axis(marg, safe[..., None], axis=1)  # (B, W, V)
+        u = jax.vmap(position_uniforms)(vkeys, safe)  # (B, W)
+        vals = inverse_cdf(m, u).astype(jnp.int32)
+        return states.at[rows, pos].set(vals, mode="drop")
+
+    fns = [partial(reveal, W) for W in widths]
+
+    def cond(c):
+        j, states, _ = c
+        return (j < num_rows) & jnp.any(states == V)
+
+    def body(c):
+        j, states, nfe = c
+        skeys = jax.vmap(lambda k: jax.random.fold_in(k, step_ids[j]))(sample_keys)
+        masked = states == V
+        marg = denoiser.marginals(states)  # (B, L, V)
+        keys = sort_keys(jnp.where(masked, jax.vmap(policy.score)(states, marg), jnp.inf))  # (B, L) uint64
+        sorted_keys = jax.lax.sort(keys, dimension=1)  # one operand: the fast CPU sort
+        ckeys = jax.vmap(lambda k: jax.random.fold_in(k, COUNT))(skeys)
+        count = jax.vmap(lambda lft, k: _count(mode, step_values[j], lft, k, L))(masked.sum(1).astype(jnp.int32), ckeys)
+        cut = jax.vmap(policy.ranked_count)(states, marg, count, from_sort_keys(sorted_keys))  # (B,)
+        sel = masked & jax.vmap(lowest_by_score)(keys, sorted_keys, cut)  # (B, L)
+        n = jnp.sum(sel, axis=1, dtype=jnp.int32)
+        vkeys = jax.vmap(lambda k: jax.random.fold_in(k, VALUES))(skeys)
+        branch = jnp.sum(jnp.asarray(widths[:-1], jnp.int32) < jnp.max(n))
+        states = (
+            fns[0](states, marg, sel, vkeys) if len(fns) == 1 else jax.lax.switch(branch, fns, states, marg, sel, vkeys)
+        )
+        return j + 1, states, nfe + (n > 0).astype(jnp.int32)
+
+    init = (jnp.int32(0), jnp.full((B, L), V, dtype=jnp.int32), jnp.zeros((B,), jnp.int32))
+    _, states, nfe = jax.lax.while_loop(cond, body, init)
+    return states, nfe
+
+
+def is_ranked(policy) -> bool:
+    """Whether ``policy`` takes the ranked fast path: ``ranked`` true, ``score`` and ``ranked_count`` (TopK;
+    EntropyBounded with the entropy proxy)."""
+    return (
+        bool(getattr(policy, "ranked", False))
+        and callable(getattr(policy, "score", None))
+        and callable(getattr(policy, "ranked_count", None))
+    )
+
+
 _JITTED: dict = {}
 
 
-def _jitted(ordered: bool, policy_traced: bool, denoiser_traced: bool):
+PATHS = ("general", "ordered", "ranked")
+
+
+def _jitted(ordered, policy_traced: bool, denoiser_traced: bool):
     """The jitted loop: policy and denoiser are traced pytree arguments when they can be (equal structures
     share one compilation: every EB gamma, every TopK k, every exact denoiser of the same (V, L), every
-    Markov chain of the same shape), else static (hashable) arguments."""
-    key = (ordered, policy_traced, denoiser_traced)
+    Markov chain of the same shape), else static (hashable) arguments. ``ordered``: a path of
+    :data:`PATHS` (True / False stand for "ordered" / "general")."""
+    path = ordered if isinstance(ordered, str) else ("ordered" if ordered else "general")
+    key = (path, policy_traced, denoiser_traced)
     if key not in _JITTED:
-        static = ["widths"] if ordered else []
+        static = ["widths"] if path != "general" else []
         static += [] if policy_traced else ["policy"]
         static += [] if denoiser_traced else ["denoiser"]
-        _JITTED[key] = jax.jit(_run_ordered if ordered else _run, static_argnames=tuple(static))
+        fns: dict[str, Callable] = {"general": _run, "ordered": _run_ordered, "ranked": _run_ranked}
+        _JITTED[key] = jax.jit(fns[path], static_argnames=tuple(static))
     return _JITTED[key]
 
 
@@ -608,6 +681,7 @@ def sample(
     batch_size: int | None = None,
     sharding=None,
     width: int | None = None,
+    path: str = "auto",
 ) -> Samples:
     """Draw ``num`` sequences with any Denoiser: THE Monte-Carlo sampler (jit + vmap, float64 throughout).
 
@@ -619,6 +693,12 @@ def sample(
     covering the step's count if it has ``marginals_at``, else W = L, one full call per step; ``width``
     fixes W); the step count and counts are traced, so one compilation serves every N (fixed counts;
     Bernoulli: every N up to L, then one per power of two).
+
+    Policies that rank positions by a score (``score`` and ``ranked_count``: TopK, EntropyBounded) take
+    the ranked fast path (:func:`_run_ranked`: no full float64 sort per step, values drawn only at the
+    revealed positions). ``path``: "auto" (the fastest that applies), or "general" (the denoiser's
+    marginals and the policy's ``select`` at every step, the reference the fast paths are tested
+    against), "ordered" or "ranked" to insist on one; all give the same tokens.
 
     Returns :class:`Samples`: ``tokens`` (num, L) int32 and ``nfe`` (num,) int32, the number of steps
     that revealed at least one token.
@@ -633,6 +713,19 @@ def sample(
     plan = make_plan(policy, L, steps, reveal=reveal, schedule=schedule, counts=counts)
     step_ids, values, rows = _plan_rows(plan, L)
     ordered = callable(getattr(policy, "order", None)) and plan.mode in ("fixed", "bernoulli")
+    ranked = is_ranked(policy)
+    if path not in ("auto",) + PATHS:
+        raise ValueError(f"path must be 'auto' or one of {PATHS}, got {path!r}.")
+    if path == "ordered" and not ordered:
+        raise ValueError(
+            f"path='ordered' needs a policy with a static order (RandomOrder, LeftToRight, FixedOrder) and a "
+            f"schedule; got {type(policy).__name__} with a {plan.mode} plan. Use path='auto'."
+        )
+    if path == "ranked" and not ranked:
+        raise ValueError(f"path='ranked' needs a policy with score and ranked_count (TopK, EntropyBounded); got "
+                         f"{type(policy).__name__}. Use path='auto'.")  # fmt: skip
+    if path == "auto":
+        path = "ordered" if ordered else ("ranked" if ranked else "general")
     if width is not None and (
         isinstance(width, bool) or not isinstance(width, (int, np.integer)) or not 1 <= width <= L
     ):
@@ -651,13 +744,15 @@ def sample(
     ndev = 1 if sharding is None else len(sharding.device_set)
     bs = -(-bs // ndev) * ndev  # a multiple of the device count; extra samples are drawn and dropped
     mode = jnp.int32(MODES[plan.mode])
-    run = _jitted(ordered, traceable(policy), traceable(denoiser))
+    run = _jitted(path, traceable(policy), traceable(denoiser))
+    if path == "ranked":
+        widths = widths if width is not None else chunk_widths(L)
     toks, nfes = [], []
     for a in range(0, num, bs):
         keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(a, a + bs))
         if sharding is not None:
             keys = jax.device_put(keys, sharding)
-        if ordered:
+        if path != "general":
             t, f = run(keys, step_ids, values, rows, denoiser=denoiser, policy=policy, mode=mode, widths=widths)
         else:
             t, f = run(keys, step_ids, values, rows, denoiser=denoiser, policy=policy, mode=mode)
