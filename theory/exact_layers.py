@@ -479,7 +479,12 @@ def sparse_run(denoiser, policy, plan, values: str = "independent", cyl=None, ca
     ``plan`` is a :class:`theory.sampling.Plan`; ``cyl`` q's cylinder table for ``values="joint"``;
     ``callback`` as in :func:`theory.sampling.exact_law`. Returns a :class:`LayeredResult`.
     """
-    from .sampling import _fill, _step_rows, batched_marginals  # the frontier engine's step (one definition)
+    from .sampling import (  # the frontier engine's step (one definition)
+        _fill,
+        _step_rows,
+        batched_marginals,
+        check_step_budget,
+    )
 
     V, L = denoiser.vocab_size, denoiser.length
     st = strides(V + 1, L)
@@ -490,13 +495,7 @@ def sparse_run(denoiser, policy, plan, values: str = "independent", cyl=None, ca
         states = (idx[:, None] // st) % (V + 1)  # (K, L)
         if not (states == V).any():
             break
-        if n >= plan.max_steps:
-            if plan.mode == "adaptive":
-                raise RuntimeError(
-                    f"{type(policy).__name__} did not finish in {plan.max_steps} steps: an adaptive policy must "
-                    "reveal >= 1 token per step."
-                )
-            raise RuntimeError("plan ended with masked tokens left (counts must sum to L).")  # pragma: no cover
+        check_step_budget(plan, n, policy)
         marg = batched_marginals(denoiser, states)  # (K, L, V)
         parent, subsets, weights = _step_rows(policy, plan, n, states, marg)
         subsets = subsets & (states[parent] == V)

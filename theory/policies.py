@@ -133,6 +133,21 @@ def register_policy(cls=None, *, data_fields: tuple = ()):
     return register_dataclass(cls, data_fields=data_fields)
 
 
+def pad_batch(states, marginals) -> tuple[np.ndarray, np.ndarray]:
+    """Pad a batch of states (B, L) and marginals (B, L, V) to a power of two (>= 8) rows, so that a jitted,
+    vmapped ``select`` compiles for few shapes (padding rows: all masked, uniform marginals)."""
+    states = np.asarray(states)
+    marginals = np.asarray(marginals)
+    B, L = states.shape
+    V = marginals.shape[-1]
+    b = max(8, 1 << (max(B, 1) - 1).bit_length())
+    zs = np.full((b, L), V, dtype=np.int32)
+    zs[:B] = states
+    ms = np.full((b, L, V), 1.0 / V)
+    ms[:B] = marginals
+    return zs, ms
+
+
 # ---- base classes ----------------------------------------------------------------------------------
 class Policy:
     """Base class: subclasses set ``uses_count``/``deterministic`` and implement ``select``."""
@@ -148,19 +163,13 @@ class Policy:
         if not self.deterministic:
             raise NotImplementedError(f"{type(self).__name__} is random: it must implement reveal_distribution.")
         states = np.asarray(states)
-        marginals = np.asarray(marginals)
-        B, L = states.shape
-        V = marginals.shape[-1]
-        # pad to a power of two (>= 8) so the jitted select compiles for few shapes
-        b = max(8, 1 << (max(B, 1) - 1).bit_length())
-        zs = np.full((b, L), V, dtype=np.int32)
-        zs[:B] = states
-        ms = np.full((b, L, V), 1.0 / V)
-        ms[:B] = marginals
+        B = states.shape[0]
+        zs, ms = pad_batch(states, marginals)
+        b = zs.shape[0]
         cs = np.zeros(b, dtype=np.int32)
         cs[:B] = counts
         sel = np.asarray(_batched_select(self, jnp.asarray(zs), jnp.asarray(ms), jnp.asarray(cs)))[:B]
-        subsets = sel & (states == V)
+        subsets = sel & (states == ms.shape[-1])
         return np.arange(B), subsets, np.ones(B)
 
 

@@ -50,7 +50,7 @@ import numpy as np
 from . import sampling as _sampling
 from .denoiser import check_denoiser
 from .joint import Joint
-from .policies import EntropyBounded, Policy, RandomOrder, TopK, register_policy, reveal_by_score
+from .policies import EntropyBounded, Policy, RandomOrder, TopK, pad_batch, register_policy, reveal_by_score
 from .pytree import traceable
 from .sampling import Law, Samples, batched_marginals, inverse_cdf, position_uniforms
 from .schedules import Schedule, alphas_on_grid, cosine, linear
@@ -121,16 +121,10 @@ class ConfidenceThreshold(Policy):
         """One reveal set per row (deterministic): the jitted, vmapped ``select`` with a traced ``tau`` (one
         compilation per batch shape serves every tau), batches padded to a power of two (>= 8)."""
         states = np.asarray(states)
-        marginals = np.asarray(marginals)
-        B, L = states.shape
-        V = marginals.shape[-1]
-        b = max(8, 1 << (max(B, 1) - 1).bit_length())
-        zs = np.full((b, L), V, dtype=np.int32)
-        zs[:B] = states
-        ms = np.full((b, L, V), 1.0 / V)
-        ms[:B] = marginals
+        B = states.shape[0]
+        zs, ms = pad_batch(states, marginals)
         sel = np.asarray(_threshold_batch(self, jnp.asarray(zs), jnp.asarray(ms)))[:B]
-        return np.arange(B), sel & (states == V), np.ones(B)
+        return np.arange(B), sel & (states == ms.shape[-1]), np.ones(B)
 
 
 @jax.jit

@@ -101,6 +101,17 @@ def make_plan(
 
 
 # ================================ exact law ==========================================================
+def check_step_budget(plan: Plan, n: int, policy) -> None:
+    """Raise if step ``n`` is past the plan while tokens are still masked (an exact engine's loop guard)."""
+    if n >= plan.max_steps:
+        if plan.mode == "adaptive":
+            raise RuntimeError(
+                f"{type(policy).__name__} did not finish in {plan.max_steps} steps: an adaptive policy must "
+                "reveal >= 1 token per step."
+            )
+        raise RuntimeError("plan ended with masked tokens left (counts must sum to L).")  # pragma: no cover
+
+
 def _batch_bucket(n: int) -> int:
     """Monte-Carlo batch shapes: a power of two (>= 8) up to 1024, then a multiple of 1024 (waste < 1024 rows)."""
     return _bucket(n) if n <= 1024 else -(-n // 1024) * 1024
@@ -329,13 +340,7 @@ def exact_law(
         masked_any = (states == V).any(1)
         if not masked_any.any():
             break
-        if n >= plan.max_steps:
-            if plan.mode == "adaptive":
-                raise RuntimeError(
-                    f"{type(policy).__name__} did not finish in {plan.max_steps} steps: an adaptive policy must "
-                    "reveal >= 1 token per step."
-                )
-            raise RuntimeError("plan ended with masked tokens left (counts must sum to L).")  # pragma: no cover
+        check_step_budget(plan, n, policy)
         marg = batched_marginals(denoiser, states)
         parent, subsets, weights = _step_rows(policy, plan, n, states, marg)
         subsets = subsets & (states[parent] == V)
