@@ -450,3 +450,31 @@ def chain_partial_states(lang, seed: int, batch: int, mask_prob: float = 0.5) ->
     x[batch // 2 :] = rng.integers(0, V, size=(batch - batch // 2, L))
     x[rng.random(x.shape) < mask_prob] = V
     return x
+
+
+@st.composite
+def fb_languages(draw, vocab_size: int = 3, num_hidden: int = 3, length: int = 6):
+    """An HMM (H hidden states) or a trigram at fixed (V, L), dense, sparse (random zeros) or deterministic
+    (permutation hidden chain with one-hot emissions / the Fibonacci trigram), so that some partial states have
+    probability 0. Fixed shapes per kind: one compilation each."""
+    V, L = vocab_size, length
+    seed = draw(seeds)
+    rng = np.random.default_rng(seed)
+    key = jax.random.PRNGKey(seed)
+    conc = draw(concentrations)
+    kind = draw(st.sampled_from(["hmm", "ngram3"]))
+    special = draw(st.sampled_from(["dense", "sparse", "deterministic"]))
+    if kind == "ngram3":
+        if special == "deterministic":
+            return fibonacci_ngram(V, L)
+        lang = languages.random_ngram(key, V, 3, L, conc)
+        if special == "sparse":
+            lang = languages.NGram(_sparsify(rng, lang.init), _sparsify(rng, lang.cond, 0.4), L)
+        return lang
+    H = num_hidden
+    lang = languages.random_hmm(key, H, V, L, conc)
+    if special == "sparse":
+        return languages.HMM(_sparsify(rng, lang.init), _sparsify(rng, lang.trans), _sparsify(rng, lang.emit), L)
+    if special == "deterministic":
+        return languages.HMM(lang.init, np.eye(H)[rng.permutation(H)], np.eye(V)[rng.integers(0, V, H)], L)
+    return lang
