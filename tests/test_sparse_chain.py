@@ -93,23 +93,27 @@ def test_sparse_conditionals_equal_dense_oracles_many(lang, seed):
 
 
 def test_pinned_conditionals_by_hand():
-    """V = 2, state 1 absorbing: P = [[1/2, 1/2], [0, 1]], init = (1, 0).
+    """V = 3, token 1 absorbing, token 2 never reached: P = [[1/2, 1/2, 0], [0, 1, 0], [1/3, 1/3, 1/3]],
+    init = (1, 0, 0) (the property tests' shapes: no new compilation).
 
-    z = (0, M, 1): q(x_1 = v) ∝ P[0, v] P[v, 1] = (1/4, 1/2) -> (1/3, 2/3). z = (1, M, 0): init[1] = 0, impossible
-    -> uniform. With the teleport eps = 1/2, nu = (1, 0): T = [[3/4, 1/4], [1/2, 1/2]], and z = (0, M, 1) gives
-    ∝ (3/4 * 1/4, 1/4 * 1/2) = (3/16, 2/16) -> (3/5, 2/5).
+    z = (0, M, 1, M, M): q(x_1 = v) ∝ P[0, v] P[v, 1] = (1/4, 1/2, 0) -> (1/3, 2/3, 0), and q(visible) =
+    P^2[0, 1] = 3/4. z = (1, M, 0, M, M): init[1] = 0, impossible -> uniform, log q = -inf. With the teleport
+    eps = 1/2, nu = (1, 0, 0): T = [[3/4, 1/4, 0], [1/2, 1/2, 0], [2/3, 1/6, 1/6]], and z = (0, M, 1, M, M) gives
+    ∝ (3/4 * 1/4, 1/4 * 1/2, 0) = (3/16, 2/16, 0) -> (3/5, 2/5, 0).
     """
-    P = np.array([[0.5, 0.5], [0.0, 1.0]])
-    init = np.array([1.0, 0.0])
-    M = 2
-    states = jnp.array([[0, M, 1], [1, M, 0]])
-    lang = SparseMarkovChain.from_dense(init, P, 3)
-    assert_close(lang.conditionals(states)[:, 1], [[1 / 3, 2 / 3], [0.5, 0.5]], rtol=1e-14)
-    tele = SparseMarkovChain.from_dense(init, P, 3, eps=0.5, nu=np.array([1.0, 0.0]))
-    assert_close(tele.dense_trans(), [[0.75, 0.25], [0.5, 0.5]], rtol=1e-15)
-    assert_close(tele.conditionals(states)[0, 1], [0.6, 0.4], rtol=1e-14)
-    # log q(visible): (0, M, 1) has q = P[0, .] P[., 1] summed = 3/4; (1, M, 0) is impossible
-    assert_close(lang.log_marginal(states), [np.log(0.75), -np.inf], rtol=1e-14)
+    P = np.array([[0.5, 0.5, 0.0], [0.0, 1.0, 0.0], [1 / 3, 1 / 3, 1 / 3]])
+    init = np.array([1.0, 0.0, 0.0])
+    M = V3
+    states = np.full((B16, L5), M)
+    states[0, [0, 2]] = [0, 1]
+    states[1, [0, 2]] = [1, 0]
+    lang = SparseMarkovChain.from_dense(init, P, L5, row_nnz=V3)
+    got = lang.conditionals(states)
+    assert_close(got[:2, 1], [[1 / 3, 2 / 3, 0.0], [1 / 3, 1 / 3, 1 / 3]], rtol=1e-14, atol=1e-16)
+    assert_close(lang.log_marginal(states)[:2], [np.log(0.75), -np.inf], rtol=1e-14)
+    tele = SparseMarkovChain.from_dense(init, P, L5, eps=0.5, nu=np.array([1.0, 0.0, 0.0]), row_nnz=V3)
+    assert_close(tele.dense_trans(), [[0.75, 0.25, 0.0], [0.5, 0.5, 0.0], [2 / 3, 1 / 6, 1 / 6]], rtol=1e-15)
+    assert_close(tele.conditionals(states)[0, 1], [0.6, 0.4, 0.0], rtol=1e-14, atol=1e-16)
 
 
 @pytest.mark.slow
