@@ -52,7 +52,7 @@ class ChainDenoiser:
 
     def marginals(self, states) -> jax.Array:
         states = jnp.asarray(states, jnp.int32)
-        return _fb_jit(self.init, self.emit, self.trans, states, _all_positions(states), self.kind, self.order)[0]
+        return _fb_jit(self.init, self.emit, self.trans, states, None, self.kind, self.order, True)[0]
 
     def marginals_at(self, states, positions) -> jax.Array:
         """Conditionals at ``positions`` (B, K) only -> (B, K, V) (the scan still covers all L positions)."""
@@ -62,7 +62,7 @@ class ChainDenoiser:
     def log_marginal(self, states) -> jax.Array:
         """log q(visible part of z) for partial states (B, L) -> (B,); -inf if impossible."""
         states = jnp.asarray(states, jnp.int32)  # all positions: the compilation of marginals serves
-        return _fb_jit(self.init, self.emit, self.trans, states, _all_positions(states), self.kind, self.order)[1]
+        return _fb_jit(self.init, self.emit, self.trans, states, None, self.kind, self.order, True)[1]
 
 
 def _all_positions(states):
@@ -119,9 +119,11 @@ def _norm(x):
 #: Scan steps unrolled per loop iteration: the per-step work (B x S x S) is small, so loop overhead dominates
 #: a rolled scan (measured at V = H = 8, L = 1024, B = 64: unroll 16 is ~2x faster than 1).
 UNROLL = 16
+#: The same for the HMM path (one batched product per step): 8 measured best there.
+HMM_UNROLL = 8
 
 
-def _fb(init, emit, trans, states, positions, kind, order):
+def _fb(init, emit, trans, states, positions, kind, order, full=False):
     """Scaled forward–backward. Returns (marginals (B, L, V) or (B, K, V) at ``positions``, log q(visible) (B,)).
 
     One ``lax.scan`` runs both recursions at once (the forward one at position i, the backward one at L-1-i),
@@ -149,13 +151,31 @@ def _fb(init, emit, trans, states, positions, kind, order):
         return (nxt, prev, i + 1), (pred, beta, c)
 
     pred0 = jnp.broadcast_to(d.init, (B, d.init.shape[0]))
-    carry0 = (pred0, jnp.ones_like(pred0), jnp.int32(0))
-    _, (preds, betas_rev, cs) = jax.lax.scan(step, carry0, (ev, ev[::-1]), unroll=UNROLL)  # (L, B, S) x2, (L, B)
-    if positions is None:
+    if kind == "hmm":
+        # both recursions as one batched product: x[0] = pred (times A), x[1] = beta (times A^T); since the
+        # rows of A sum to 1, normalising after the product leaves the forward message as before
+        mats = jnp.stack([d.trans, d.trans.T])  # (2, S, S)
+
+        def hmm_step(x, es):
+            xe = x * jnp.stack(es)  # (2, B, S)
+            y = jnp.einsum("kbh,khg->kbg", xe, mats)
+            sy = jnp.sum(y, axis=-1, keepdims=True)
+            return y / jnp.where(sy > 0, sy, 1.0), (x, jnp.sum(xe[0], axis=-1))
+
+        x0 = jnp.stack([pred0, jnp.ones_like(pred0)])
+        _, (xs, cs) = jax.lax.scan(hmm_step, x0, (ev, ev[::-1]), unroll=HMM_UNROLL)
+        preds, betas_rev = xs[:, 0], xs[:, 1]  # (L, B, S) each
+    else:
+        carry0 = (pred0, jnp.ones_like(pred0), jnp.int32(0))
+        _, (preds, betas_rev, cs) = jax.lax.scan(step, carry0, (ev, ev[::-1]), unroll=UNROLL)  # (L, B, S) x2
+    if positions is None or full:
         positions = jnp.broadcast_to(jnp.arange(L, dtype=jnp.int32), (B, L))
     p = positions.astype(jnp.int32)  # (B, Kq)
-    cols = jnp.arange(B)[:, None]
-    g = preds[p, cols] * betas_rev[L - 1 - p, cols]  # (B, Kq, S) ∝ q(h_p, visible x_{!=p}) at masked p
+    if full:  # every position in order: no gathers
+        g = jnp.swapaxes(preds * betas_rev[::-1], 0, 1)  # (B, L, S)
+    else:
+        cols = jnp.arange(B)[:, None]
+        g = preds[p, cols] * betas_rev[L - 1 - p, cols]  # (B, Kq, S) ∝ q(h_p, visible x_{!=p}) at masked p
     if kind == "hmm":
         num = g @ d.emit[0]  # (B, Kq, V)
     else:
@@ -164,10 +184,11 @@ def _fb(init, emit, trans, states, positions, kind, order):
     den = jnp.sum(num, axis=-1, keepdims=True)
     good = ok[:, None, None] & (den > 0)
     cond = jnp.where(good, num / jnp.where(good, den, 1.0), 1.0 / V)
-    onehot = jax.nn.one_hot(jnp.take_along_axis(tok, p, axis=1), V, dtype=jnp.float64)
-    marg = jnp.where(jnp.take_along_axis(vis, p, axis=1)[..., None], onehot, cond)
+    tok_p = tok if full else jnp.take_along_axis(tok, p, axis=1)
+    vis_p = vis if full else jnp.take_along_axis(vis, p, axis=1)
+    marg = jnp.where(vis_p[..., None], jax.nn.one_hot(tok_p, V, dtype=jnp.float64), cond)
     logz = jnp.sum(safe_log(cs), axis=0)  # (B,): sum_i log q(x_i visible | visible x_<i)
     return marg, logz
 
 
-_fb_jit = jax.jit(_fb, static_argnames=("kind", "order"))
+_fb_jit = jax.jit(_fb, static_argnames=("kind", "order", "full"))

@@ -364,9 +364,7 @@ class SparseChainDenoiser:
 
     def log_marginal(self, states) -> jax.Array:
         """log q(visible part of z) for partial states (B, L) -> (B,); -inf if impossible."""
-        states = jnp.asarray(states, jnp.int32)
-        pos = jnp.zeros((states.shape[0], 1), jnp.int32)
-        return _sparse_at_jit(self, states, pos, jnp.bool_(True))[1]
+        return _sparse_logq_jit(self, jnp.asarray(states, jnp.int32))
 
 
 def sparse_chain_denoiser(lang: SparseMarkovChain) -> SparseChainDenoiser:
@@ -526,7 +524,22 @@ def _sparse_at(d: SparseChainDenoiser, states, positions, check):
     return res, logq
 
 
+def _sparse_logq(d: SparseChainDenoiser, states):
+    """log q(visible part) (B,): the forward sweep alone, through every run that ends in a visible token."""
+    V = d.vocab_size
+    B, L = states.shape
+    vis = states != V
+    tok = jnp.where(vis, states, 0)
+    f_tables = (d.idx, d.prob, d.cidx, d.cw, d.head, jnp.ones((V,)), d.nu)
+    need = _ahead(vis.T, vis.T)
+    scratch = jnp.zeros((L, B), jnp.int32)  # every step writes to the one scratch slot
+    out = jnp.zeros((B, 1, V))
+    _, logq = _sweep(tok.T, vis.T, need, scratch, out, jnp.ones((B,), bool), f_tables, d.eps, V, True, jnp.bool_(True))
+    return logq
+
+
 _sparse_at_jit = jax.jit(_sparse_at)
+_sparse_logq_jit = jax.jit(_sparse_logq)
 
 __all__ = [
     "SparseMarkovChain",

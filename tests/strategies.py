@@ -453,7 +453,7 @@ def chain_partial_states(lang, seed: int, batch: int, mask_prob: float = 0.5) ->
 
 
 @st.composite
-def fb_languages(draw, vocab_size: int = 3, num_hidden: int = 3, length: int = 6):
+def fb_languages(draw, vocab_size: int = 3, num_hidden: int = 3, length: int = 6, kinds=("hmm", "ngram3")):
     """An HMM (H hidden states) or a trigram at fixed (V, L), dense, sparse (random zeros) or deterministic
     (permutation hidden chain with one-hot emissions / the Fibonacci trigram), so that some partial states have
     probability 0. Fixed shapes per kind: one compilation each."""
@@ -462,7 +462,7 @@ def fb_languages(draw, vocab_size: int = 3, num_hidden: int = 3, length: int = 6
     rng = np.random.default_rng(seed)
     key = jax.random.PRNGKey(seed)
     conc = draw(concentrations)
-    kind = draw(st.sampled_from(["hmm", "ngram3"]))
+    kind = draw(st.sampled_from(list(kinds)))
     special = draw(st.sampled_from(["dense", "sparse", "deterministic"]))
     if kind == "ngram3":
         if special == "deterministic":
