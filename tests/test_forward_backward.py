@@ -91,3 +91,28 @@ def test_long_sequences_equal_reference(kind):
     key = jax.random.PRNGKey(7)
     lang = languages.random_hmm(key, 8, 8, 300, 0.5) if kind == "hmm" else languages.random_ngram(key, 4, 3, 300, 0.5)
     _check(lang, 3, batch=16)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["hmm", "sparse_chain"])
+def test_fast_path_sampler_law_chi_square(kind):
+    """The core sampler's static-order fast path through the new marginals_at (HMM; the sparse-row chain with
+    a teleport) draws from the exact law: chi-square at level 1e-4 over V**L = 8 cells, RandomOrder, 2 steps."""
+    from scipy import stats
+
+    from synthetic.sparse_chain import random_sparse_chain
+    from theory import metrics, policies, sampling
+
+    key = jax.random.PRNGKey(11)
+    if kind == "hmm":
+        lang = languages.random_hmm(key, 2, 2, 3, 0.5)
+    else:
+        lang = random_sparse_chain(key, 2, 1, 3, eps=0.2)
+    J = lang.joint()
+    pol = policies.RandomOrder()
+    law = np.asarray(sampling.exact_law(J, pol, 2).probs)
+    s = sampling.sample(jax.random.PRNGKey(4), lang.denoiser(), pol, 2, num=30000)
+    emp = np.round(metrics.empirical_law(s.tokens, 2) * 30000)
+    keep = law > 0
+    assert emp[~keep].sum() == 0
+    assert stats.chisquare(emp[keep], law[keep] * 30000).pvalue > 1e-4
