@@ -51,7 +51,7 @@ import numpy as np
 from theory.joint import Joint, joint_bytes
 from theory.pytree import register_dataclass
 from theory.states import check_sequences, check_states
-from theory.validation import PROB_TOL, as_f64, check_distribution, check_size, check_vocab_length, require_x64
+from theory.validation import as_f64, check_distribution, check_size, check_vocab_length, require_x64
 
 from .chain_oracle import safe_log
 from .languages import MarkovChain, numpy_rng
@@ -548,5 +548,4 @@ __all__ = [
     "sparse_chain_denoiser",
     "canonical_rows",
     "transpose_rows",
-    "PROB_TOL",
 ]
