@@ -394,3 +394,87 @@ def per_position_schedules(draw, length: int, kinds=("polynomial", "mixed", "sha
     a = np.array([draw(st.floats(0.3, 4.0)) for _ in range(L)])
     b = np.array([draw(st.floats(0.5, 4.0)) for _ in range(L)])
     return orders.from_functions(lambda t: (1.0 - jax.numpy.asarray(t)[..., None] ** a) ** b, L, name="kumaraswamy")
+
+
+# ---- issue 14, target 3: sparse-row chains (synthetic.sparse_chain) --------------------------------
+SPARSE_CHAIN_KINDS = ("dirichlet", "sparse", "absorbing", "deterministic")
+
+
+@st.composite
+def sparse_chains(draw, vocab_size: int = 3, length: int = 5):
+    """A SparseMarkovChain at fixed (V, L) (one layout shape: K = V): rows Dirichlet, sparse (random zeros),
+    with absorbing states, or a permutation; init possibly with zeros; teleport eps in {0, 1e-3, 0.3, 1}
+    (half the draws 0) with nu possibly sparse."""
+    from synthetic.sparse_chain import SparseMarkovChain
+
+    V, L = vocab_size, length
+    seed = draw(seeds)
+    rng = np.random.default_rng(seed)
+    kind = draw(st.sampled_from(SPARSE_CHAIN_KINDS))
+    conc = draw(concentrations)
+    trans = rng.dirichlet(np.full(V, conc), size=V)
+    if kind == "sparse":
+        trans = _sparsify(rng, trans, 0.4)
+    elif kind == "absorbing":
+        trans = _sparsify(rng, trans, 0.5)
+        for a in rng.choice(V, size=rng.integers(1, V), replace=False):
+            trans[a] = np.eye(V)[a]
+    elif kind == "deterministic":
+        trans = np.eye(V)[rng.permutation(V)]
+    init = rng.dirichlet(np.full(V, conc))
+    if draw(st.booleans()):
+        init = _sparsify(rng, init, 0.5)
+    eps = draw(st.sampled_from([0.0, 0.0, 0.0, 1e-3, 0.3, 1.0]))
+    nu = rng.dirichlet(np.ones(V))
+    if draw(st.booleans()):
+        nu = _sparsify(rng, nu, 0.5)
+    lang = SparseMarkovChain.from_dense(init, trans, L, eps, nu, row_nnz=V)
+    if draw(st.booleans()):  # split entries into duplicate (index, weight) pairs: the layout must add them up
+        idx, prob = lang.idx.copy(), lang.prob.copy()
+        for u in range(V):
+            free = np.flatnonzero(prob[u] == 0)
+            if free.size:
+                idx[u, free[0]] = idx[u, 0]
+                prob[u, free[0]] = prob[u, 0] / 2
+                prob[u, 0] /= 2
+        lang = SparseMarkovChain(init, idx, prob, L, eps, nu)
+    return lang
+
+
+def chain_partial_states(lang, seed: int, batch: int, mask_prob: float = 0.5) -> np.ndarray:
+    """(batch, L) partial states: the first half sampled from ``lang`` then masked at random (possible
+    states), the rest uniform over 0..V (often impossible under a sparse chain)."""
+    V, L = lang.vocab_size, lang.length
+    rng = np.random.default_rng(seed)
+    x = np.array(lang.sample(jax.random.PRNGKey(seed), batch))
+    x[batch // 2 :] = rng.integers(0, V, size=(batch - batch // 2, L))
+    x[rng.random(x.shape) < mask_prob] = V
+    return x
+
+
+@st.composite
+def fb_languages(draw, vocab_size: int = 3, num_hidden: int = 3, length: int = 6, kinds=("hmm", "ngram3")):
+    """An HMM (H hidden states) or a trigram at fixed (V, L), dense, sparse (random zeros) or deterministic
+    (permutation hidden chain with one-hot emissions / the Fibonacci trigram), so that some partial states have
+    probability 0. Fixed shapes per kind: one compilation each."""
+    V, L = vocab_size, length
+    seed = draw(seeds)
+    rng = np.random.default_rng(seed)
+    key = jax.random.PRNGKey(seed)
+    conc = draw(concentrations)
+    kind = draw(st.sampled_from(list(kinds)))
+    special = draw(st.sampled_from(["dense", "sparse", "deterministic"]))
+    if kind == "ngram3":
+        if special == "deterministic":
+            return fibonacci_ngram(V, L)
+        lang = languages.random_ngram(key, V, 3, L, conc)
+        if special == "sparse":
+            lang = languages.NGram(_sparsify(rng, lang.init), _sparsify(rng, lang.cond, 0.4), L)
+        return lang
+    H = num_hidden
+    lang = languages.random_hmm(key, H, V, L, conc)
+    if special == "sparse":
+        return languages.HMM(_sparsify(rng, lang.init), _sparsify(rng, lang.trans), _sparsify(rng, lang.emit), L)
+    if special == "deterministic":
+        return languages.HMM(lang.init, np.eye(H)[rng.permutation(H)], np.eye(V)[rng.integers(0, V, H)], L)
+    return lang
