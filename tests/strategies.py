@@ -223,7 +223,7 @@ def structured_languages(draw, max_states: int = 3**7, max_length: int = 7):
     permutation Markov chain), so that some partial states have probability 0.
     """
     kind = draw(st.sampled_from(["markov", "ngram2", "ngram3", "hmm"]))
-    min_length = 3 if kind == "ngram3" else 1
+    min_length = {"ngram2": 2, "ngram3": 3}.get(kind, 1)  # an order-n n-gram needs L >= n
     V, L = draw(vocab_length(max_states, min_length, max_length))
     seed = draw(seeds)
     key = jax.random.PRNGKey(seed)
