@@ -291,8 +291,11 @@ class FixedOrder(ScorePolicy):
 class TopK(ScorePolicy):
     """Reveal the masked positions the model is surest of, by ``proxy`` (confidence, margin, entropy).
 
-    ``k=None``: reveal as many as the schedule asks for at each step (LLaDA's low-confidence
-    remasking). ``k`` an int: exactly ``min(k, #masked)`` per step, ignoring the schedule (BenHamu2025's
+    ``k=None``: reveal as many as the schedule asks for at each step. This ranks by the *largest*
+    probability, decided before the values are drawn; LLaDA's low-confidence remasking ranks by the
+    probability of the token it *sampled* (the same only at temperature 0), which is
+    ``theory.samplers.get_sampler("llada-low-confidence")``.
+    ``k`` an int: exactly ``min(k, #masked)`` per step, ignoring the schedule (BenHamu2025's
     Top-k baseline; runs until no mask is left, i.e. ceil(L / k) steps).
     """
 
