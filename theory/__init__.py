@@ -7,12 +7,16 @@ Modules: ``joint`` and ``states`` (tables over V**L, partial states over (V+1)**
 Language protocol every world follows), ``denoiser`` (exact and imperfect conditionals),
 ``schedules``, ``policies``, ``sampling`` (the exact law and THE Monte-Carlo sampler), ``metrics``,
 ``dependence`` (BenHamu2025's error decomposition), ``elbo`` (the MDM loss, ELBO, eps_learning),
-``bounds`` (the papers' closed forms), ``validation`` (the validators every module uses) and
-``reference`` (a plain-Python law for cross-checks).
+``bounds`` (the papers' closed forms), ``validation`` (the validators every module uses),
+``reference`` (a plain-Python law for cross-checks), ``samplers`` (the registry of published samplers) and
+``check`` (``check_sampler``: is a black-box sampler's output law the one it claims?). The paper modules
+(``energy``, ``orders``, ``variance``, ``estimators``, ``anyprocess``), ``exact_layers`` and ``distributed``
+are imported by name.
 """
 
 from . import (
     bounds,
+    check,
     denoiser,
     dependence,
     elbo,
@@ -21,30 +25,33 @@ from . import (
     metrics,
     policies,
     reference,
+    samplers,
     sampling,
     schedules,
     states,
     validation,
 )
+from .check import CheckReport, Reference, check_sampler
 from .denoiser import Denoiser, ExactDenoiser, FunctionDenoiser, TabularDenoiser, smoothed, tempered
 from .dependence import ErrorDecomposition, error_decomposition
 from .joint import Joint
 from .language import Enumerable, Language, Resizable, entropy_mc
 from .metrics import Estimate, kl, log_ter, sample_metrics, sequence_error_rate, tv
 from .policies import EntropyBounded, FixedOrder, LeftToRight, RandomOrder, TopK
+from .samplers import Sampler, get_sampler, list_samplers
 from .sampling import Law, Samples, batch_sharding, exact_law, sample
 from .schedules import PerPosition, Schedule
 
 __all__ = [
     # modules
-    "bounds", "denoiser", "dependence", "elbo", "joint", "language", "metrics", "policies", "reference",
-    "sampling", "schedules", "states", "validation",
+    "bounds", "check", "denoiser", "dependence", "elbo", "joint", "language", "metrics", "policies", "reference",
+    "samplers", "sampling", "schedules", "states", "validation",
     # objects
-    "Denoiser", "Enumerable", "EntropyBounded", "ErrorDecomposition", "Estimate", "ExactDenoiser", "FixedOrder",
-    "FunctionDenoiser", "Joint", "Language", "Law", "LeftToRight", "PerPosition", "RandomOrder", "Resizable",
-    "Samples", "Schedule", "TabularDenoiser", "TopK",
+    "CheckReport", "Denoiser", "EntropyBounded", "Enumerable", "ErrorDecomposition", "Estimate", "ExactDenoiser",
+    "FixedOrder", "FunctionDenoiser", "Joint", "Language", "Law", "LeftToRight", "PerPosition", "RandomOrder",
+    "Reference", "Resizable", "Sampler", "Samples", "Schedule", "TabularDenoiser", "TopK",
     # functions
-    "batch_sharding", "entropy_mc", "error_decomposition", "exact_law", "kl", "log_ter", "sample",
-    "sample_metrics", "sequence_error_rate", "smoothed", "tempered", "tv",
+    "batch_sharding", "check_sampler", "entropy_mc", "error_decomposition", "exact_law", "get_sampler", "kl",
+    "list_samplers", "log_ter", "sample", "sample_metrics", "sequence_error_rate", "smoothed", "tempered", "tv",
 ]  # fmt: skip
 __version__ = "0.1.0"
