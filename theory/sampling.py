@@ -511,23 +511,37 @@ def _run_ordered(sample_keys, step_ids, step_values, num_rows, denoiser, policy,
     return states, nfe
 
 
+def _unfinished(num_rows, V: int):
+    """The while-loop condition of the general and ranked paths: plan rows left and a mask left somewhere."""
+
+    def cond(c):
+        j, states = c[0], c[1]
+        return (j < num_rows) & jnp.any(states == V)
+
+    return cond
+
+
+def _step_count(sample_keys, step_ids, step_values, j, states, mode, V: int, L: int):
+    """Step j's keys (``fold_in(sample key, step id)``), mask and per-sample reveal count (its own COUNT key)."""
+    skeys = jax.vmap(lambda k: jax.random.fold_in(k, step_ids[j]))(sample_keys)
+    masked = states == V
+    ckeys = jax.vmap(lambda k: jax.random.fold_in(k, COUNT))(skeys)
+    count = jax.vmap(lambda lft, k: _count(mode, step_values[j], lft, k, L))(masked.sum(1).astype(jnp.int32), ckeys)
+    return skeys, masked, count
+
+
 def _run(sample_keys, step_ids, step_values, num_rows, denoiser, policy, mode):
     """General path: the denoiser's marginals at every position, the policy's ``select`` at every step."""
     B = sample_keys.shape[0]
     V, L = denoiser.vocab_size, denoiser.length
     positions = jnp.arange(L, dtype=jnp.int32)
 
-    def cond(c):
-        j, states, _ = c
-        return (j < num_rows) & jnp.any(states == V)
+    cond = _unfinished(num_rows, V)
 
     def body(c):
         j, states, nfe = c
-        skeys = jax.vmap(lambda k: jax.random.fold_in(k, step_ids[j]))(sample_keys)
-        masked = states == V
+        skeys, masked, count = _step_count(sample_keys, step_ids, step_values, j, states, mode, V, L)
         marg = denoiser.marginals(states)  # (B, L, V)
-        ckeys = jax.vmap(lambda k: jax.random.fold_in(k, COUNT))(skeys)
-        count = jax.vmap(lambda lft, k: _count(mode, step_values[j], lft, k, L))(masked.sum(1).astype(jnp.int32), ckeys)
         sel_keys = jax.vmap(lambda k: jax.random.fold_in(k, SELECT))(skeys)
         reveal = jax.vmap(policy.select)(sel_keys, states, marg, count) & masked  # (B, L)
         vkeys = jax.vmap(lambda k: jax.random.fold_in(k, VALUES))(skeys)
@@ -570,19 +584,14 @@ def _run_ranked(sample_keys, step_ids, step_values, num_rows, denoiser, policy, 
 
     fns = [partial(reveal, W) for W in widths]
 
-    def cond(c):
-        j, states, _ = c
-        return (j < num_rows) & jnp.any(states == V)
+    cond = _unfinished(num_rows, V)
 
     def body(c):
         j, states, nfe = c
-        skeys = jax.vmap(lambda k: jax.random.fold_in(k, step_ids[j]))(sample_keys)
-        masked = states == V
+        skeys, masked, count = _step_count(sample_keys, step_ids, step_values, j, states, mode, V, L)
         marg = denoiser.marginals(states)  # (B, L, V)
         keys = sort_keys(jnp.where(masked, jax.vmap(policy.score)(states, marg), jnp.inf))  # (B, L) uint64
         sorted_keys = jax.lax.sort(keys, dimension=1)  # one operand: the fast CPU sort
-        ckeys = jax.vmap(lambda k: jax.random.fold_in(k, COUNT))(skeys)
-        count = jax.vmap(lambda lft, k: _count(mode, step_values[j], lft, k, L))(masked.sum(1).astype(jnp.int32), ckeys)
         cut = jax.vmap(policy.ranked_count)(states, marg, count, from_sort_keys(sorted_keys))  # (B,)
         sel = masked & jax.vmap(lowest_by_score)(keys, sorted_keys, cut)  # (B, L)
         n = jnp.sum(sel, axis=1, dtype=jnp.int32)
