@@ -10,7 +10,10 @@ neighbours a < i < b has
 second when there is none on the right). The neighbours come from bit tricks on the visibility mask
 packed into 32-bit words (no loop over positions), so a whole batch is O(B L V), fully parallel;
 ``marginals_at(states, positions)`` gives the conditionals at K positions only, in O(B (L/32 + K V))
-plus one packing pass — what the core sampler's fast path asks for. Whether the visible tokens are
+plus one packing pass — what the core sampler's fast path asks for; its incremental face
+(``init_cache`` / ``marginals_at_cached`` / ``update_cache``, see :mod:`theory.denoiser`) keeps the packed
+mask and the possibility flag between the sampler's steps, so a step costs O(B (K V + L/32)) and never
+passes over L. Whether the visible tokens are
 possible at all (else: uniform, the convention of :mod:`theory.denoiser`) needs one O(B L) pass,
 skipped for chains with all-positive init and transitions (``positive``).
 
@@ -79,6 +82,24 @@ class MarkovDenoiser:
             self.left, self.right, jnp.asarray(states), jnp.asarray(positions), self.vocab_size, not self.positive
         )
 
+    # the incremental face (theory.denoiser): what the sampler's static-order path carries between steps
+    def init_cache(self, states):
+        """(packed visibility words (B, ceil(L/32)) uint32, possible (B,) bool) of partial states (B, L)."""
+        return _init_cache_jit(self.left, jnp.asarray(states), self.vocab_size, not self.positive)
+
+    def marginals_at_cached(self, cache, states, positions) -> jax.Array:
+        """``marginals_at(states, positions)`` from the cache of ``states``: O(B (K V + L/32)), no pass over L."""
+        return _marginals_at_cached_jit(
+            self.left, self.right, cache, jnp.asarray(states), jnp.asarray(positions), self.vocab_size
+        )
+
+    def update_cache(self, cache, states, positions, valid):
+        """The cache of ``states``, reached from the cached state by revealing ``positions[valid]`` (B, K)."""
+        return _update_cache_jit(
+            self.left, cache, jnp.asarray(states), jnp.asarray(positions), jnp.asarray(valid), self.vocab_size,
+            not self.positive,
+        )  # fmt: skip
+
 
 def _left_neighbours_t(vt):
     """Nearest visible position strictly before each position, transposed layout: (L, B) bool ->
@@ -90,18 +111,31 @@ def _left_neighbours_t(vt):
     return jnp.concatenate([jnp.full((1, B), -1, jnp.int32), le[:-1]], axis=0)
 
 
+def pack_visibility(vis):
+    """The visibility mask (B, L) bool packed into 32-bit words (B, ceil(L / 32)) uint32: bit j of word w is
+    position 32 w + j. One pass over L."""
+    B, L = vis.shape
+    W = -(-L // 32)
+    v = jnp.pad(vis, ((0, 0), (0, 32 * W - L))).reshape(B, W, 32).astype(jnp.uint32)
+    return jnp.sum(v << jnp.arange(32, dtype=jnp.uint32), axis=-1, dtype=jnp.uint32)
+
+
 def _query_neighbours(vis, positions):
     """Nearest visible position strictly left / right of each query, by bit tricks.
 
     ``vis`` (B, L) bool, ``positions`` (B, K) -> (B, K) int32 each, -1 / L where there is none. The
-    visibility mask is packed into 32-bit words (one pass over L), the nearest non-empty word before /
-    after each word is a scan over L/32 words, and each query is then O(1) (count-leading-zeros within
-    a word). Cost O(L/32 + K) per row after packing, instead of a scan over all L positions.
+    visibility mask is packed into 32-bit words (one pass over L, :func:`pack_visibility`), then
+    :func:`_neighbours_from_words`. Cost O(L/32 + K) per row after packing, instead of a scan over all L
+    positions.
     """
-    B, L = vis.shape
-    W = -(-L // 32)
-    v = jnp.pad(vis, ((0, 0), (0, 32 * W - L))).reshape(B, W, 32).astype(jnp.uint32)
-    words = jnp.sum(v << jnp.arange(32, dtype=jnp.uint32), axis=-1, dtype=jnp.uint32)  # (B, W): bit j = position 32w+j
+    return _neighbours_from_words(pack_visibility(vis), positions, vis.shape[1])
+
+
+def _neighbours_from_words(words, positions, L: int):
+    """:func:`_query_neighbours` from the packed mask ``words`` (B, W) uint32 (:func:`pack_visibility`): the
+    nearest non-empty word before / after each word is a scan over the W words, and each query is then
+    O(1) (count-leading-zeros within a word)."""
+    B, W = words.shape
     nz = words != 0
     widx = jnp.arange(W, dtype=jnp.int32)[None, :]
     prev_nz = jax.lax.associative_scan(jnp.maximum, jnp.where(nz, widx, -1), axis=1)  # last non-empty word <= w
@@ -131,6 +165,19 @@ def _query_neighbours(vis, positions):
     return a, jnp.minimum(b, L)
 
 
+def _neighbour_factors(left, right, tok, p, a, b, V: int):
+    """lf, rt (B, K, V) at positions ``p`` (B, K) with nearest visible neighbours a, b (-1 / L if none):
+    q(x_p = . | x_a) (the marginal m_p if no a) and q(x_b | x_p = .) (1 if no b)."""
+    L = tok.shape[1]
+    xa = jnp.take_along_axis(tok, jnp.maximum(a, 0), axis=1)
+    xb = jnp.take_along_axis(tok, jnp.minimum(b, L - 1), axis=1)
+    lrow = jnp.where(a >= 0, (p - a) * V + xa, (L + 1) * V + p)
+    rrow = jnp.where(b < L, (b - p) * V + xb, (L + 1) * V)
+    # materialise the row indices: fused into the gathers, XLA:CPU recomputes them for each of the V columns
+    lrow, rrow = jax.lax.optimization_barrier((lrow, rrow))
+    return left[lrow], right[rrow]  # (B, K, V) each
+
+
 def _markov_at(left, right, states, positions, V, check=True):
     """Shared by marginals_at and log_marginal.
 
@@ -146,10 +193,7 @@ def _markov_at(left, right, states, positions, V, check=True):
     tok = jnp.where(vis, states, 0)  # (B, L)
     p = positions.astype(jnp.int32)
     a, b = _query_neighbours(vis, p)  # (B, K)
-    xa = jnp.take_along_axis(tok, jnp.maximum(a, 0), axis=1)
-    xb = jnp.take_along_axis(tok, jnp.minimum(b, L - 1), axis=1)
-    lf = left[jnp.where(a >= 0, (p - a) * V + xa, (L + 1) * V + p)]  # (B, K, V)
-    rt = right[jnp.where(b < L, (b - p) * V + xb, (L + 1) * V)]  # (B, K, V)
+    lf, rt = _neighbour_factors(left, right, tok, p, a, b, V)
     vis_p = jnp.take_along_axis(vis, p, axis=1)
     tok_p = jnp.take_along_axis(tok, p, axis=1)
     if not check:
@@ -168,14 +212,73 @@ def _markov_at(left, right, states, positions, V, check=True):
     return lf, rt, vis_p, tok_p, ok, logq
 
 
-def _markov_marginals_at_impl(left, right, states, positions, V, check=True):
-    lf, rt, vis_p, tok_p, ok, _ = _markov_at(left, right, states, positions, V, check)
+def _conditionals(lf, rt, vis_p, tok_p, ok, V: int):
+    """Normalised lf * rt at masked positions (uniform if the state is impossible or the row is all zero),
+    the one-hot token at visible ones: (B, K, V)."""
     num = lf * rt  # (B, K, V)
     den = jnp.sum(num, axis=-1, keepdims=True)
     good = ok[:, None, None] & (den > 0)
     cond = jnp.where(good, num / jnp.where(good, den, 1.0), 1.0 / V)
     onehot = jax.nn.one_hot(tok_p, V, dtype=jnp.float64)
     return jnp.where(vis_p[..., None], onehot, cond)
+
+
+def _markov_marginals_at_impl(left, right, states, positions, V, check=True):
+    lf, rt, vis_p, tok_p, ok, _ = _markov_at(left, right, states, positions, V, check)
+    return _conditionals(lf, rt, vis_p, tok_p, ok, V)
+
+
+# ---- the incremental face (the sampler's static-order path keeps the packed mask between steps) ---------
+def _init_cache_impl(left, states, V: int, check: bool):
+    """(packed visibility words (B, ceil(L/32)) uint32, ok (B,) bool) of partial states (B, L)."""
+    states = states.astype(jnp.int32)
+    words = pack_visibility(states != V)
+    if not check:
+        return words, jnp.ones((states.shape[0],), bool)
+    ok = _markov_at(left, left, states, jnp.zeros((states.shape[0], 1), jnp.int32), V, True)[4]
+    return words, ok
+
+
+def _marginals_at_cached_impl(left, right, cache, states, positions, V: int):
+    """:func:`_markov_marginals_at_impl` with the neighbours read off the cached packed mask and the cached
+    possibility flag: O(K V + L/32) per row, no pass over L."""
+    words, ok = cache
+    states = states.astype(jnp.int32)
+    vis = states != V
+    tok = jnp.where(vis, states, 0)
+    p = positions.astype(jnp.int32)
+    a, b = _neighbours_from_words(words, p, states.shape[1])
+    lf, rt = _neighbour_factors(left, right, tok, p, a, b, V)
+    return _conditionals(lf, rt, jnp.take_along_axis(vis, p, axis=1), jnp.take_along_axis(tok, p, axis=1), ok, V)
+
+
+def _update_cache_impl(left, cache, states, positions, valid, V: int, check: bool):
+    """The cache of ``states`` (B, L), which revealed ``positions[valid]`` ((B, K), distinct, masked before)
+    since the state ``cache`` describes. Only the chain's new links are checked: each revealed p with its
+    new nearest visible neighbours a' < p < b' needs q(x_p | x_a') > 0 (m_p[x_p] > 0 if there is no a') and
+    P^{b'-p}[x_p, x_b'] > 0; every other link of the new state is a link of the old one (and an impossible
+    state stays impossible: q of a longer visible part is no larger). O(K + L/32) per row."""
+    words, ok = cache
+    states = states.astype(jnp.int32)
+    B, L = states.shape
+    W = words.shape[1]
+    p = positions.astype(jnp.int32)
+    bits = jnp.where(valid, jnp.uint32(1) << (p & 31).astype(jnp.uint32), jnp.uint32(0))
+    rows = jnp.arange(B)[:, None]
+    words = words.at[rows, jnp.where(valid, p >> 5, W)].add(bits, mode="drop")  # new distinct bits: add = or
+    if not check:
+        return words, ok
+    safe = jnp.where(valid, p, 0)
+    a, b = _neighbours_from_words(words, safe, L)
+    tok = jnp.where(states != V, states, 0)
+    xp = jnp.take_along_axis(tok, safe, axis=1)
+    xa = jnp.take_along_axis(tok, jnp.maximum(a, 0), axis=1)
+    xb = jnp.take_along_axis(tok, jnp.minimum(b, L - 1), axis=1)
+    flat = left.reshape(-1)
+    lrow = jnp.where(a >= 0, (safe - a) * V + xa, (L + 1) * V + safe)
+    in_ok = flat[lrow * V + xp] > 0
+    out_ok = (b >= L) | (flat[(jnp.minimum(b - safe, L) * V + xp) * V + xb] > 0)  # P^{b'-p}[x_p, x_b']
+    return words, ok & jnp.all(~valid | (in_ok & out_ok), axis=1)
 
 
 def _markov_marginals_impl(left, right, states, V, check=True):
@@ -202,6 +305,9 @@ def markov_denoiser(lang) -> MarkovDenoiser:
 
 _markov_marginals_jit = jax.jit(_markov_marginals_impl, static_argnums=(3, 4))
 _markov_marginals_at_jit = jax.jit(_markov_marginals_at_impl, static_argnums=(4, 5))
+_init_cache_jit = jax.jit(_init_cache_impl, static_argnums=(2, 3))
+_marginals_at_cached_jit = jax.jit(_marginals_at_cached_impl, static_argnums=(5,))
+_update_cache_jit = jax.jit(_update_cache_impl, static_argnums=(5, 6))
 
 
 @jax.jit(static_argnums=3)

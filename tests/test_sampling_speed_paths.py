@@ -1,5 +1,10 @@
 """Issue 14, target 4: the Monte-Carlo sampler's fast paths give the same tokens as the simple paths they replace.
 
+* the static-order path with the Markov oracle's incremental cache (packed visibility mask and possibility
+  flag carried between steps) against the same path calling ``marginals_at`` on the whole state; the cache
+  against a cache rebuilt from scratch after every reveal; the batched Threefry ``fold_in`` against
+  ``jax.random.fold_in``; the unrolled CDF against numpy's left-to-right cumsum;
+
 * the ranked path (TopK, EntropyBounded with the entropy proxy: one integer sort per row, reveal set by a
   threshold, values drawn only at the revealed positions) against the general path (``path="general"``:
   the policy's ``select`` with its float64 argsort, values drawn at every position) — bit for bit, tokens
@@ -10,6 +15,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,8 +25,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from synthetic import languages
-from theory import policies
-from theory.sampling import is_ranked, sample
+from theory import policies, rng
+from theory.pytree import register_dataclass
+from theory.sampling import UNROLLED_CDF, cumsum_last, incremental, is_ranked, position_uniforms, sample
 
 from strategies import ADVERSARIAL_KINDS, SMOOTH_KINDS, _sparsify, joint_of_kind, joints, kind_params, seeds
 
@@ -149,3 +157,147 @@ def test_path_argument():
     assert not is_ranked(policies.EntropyBounded(1.0, "margin"))
     assert is_ranked(policies.EntropyBounded(1.0)) and is_ranked(policies.TopK("entropy", k=2))
     assert not is_ranked(policies.LeftToRight()) and not is_ranked(policies.RandomOrder())
+
+
+# ---- the static-order path: batched fold_in, the incremental Markov cache, the unrolled CDF ---------------
+u32 = st.integers(0, 2**32 - 1)
+
+
+EDGE_WORDS = [0, 1, 2, 2**31 - 1, 2**31, 2**32 - 1]
+
+
+@given(keys=st.lists(st.tuples(u32, u32), min_size=1, max_size=6),
+       data=st.lists(st.sampled_from(EDGE_WORDS) | u32, min_size=6, max_size=6))  # fmt: skip
+@settings(max_examples=10)
+def test_batched_fold_in_is_jax_fold_in(keys, data):
+    """theory.rng.fold_in (Threefry-2x32 written out) gives jax.random.fold_in's keys bit for bit, for every
+    key and data word, broadcast over a batch; typed keys take the fallback and agree too."""
+    k = jnp.asarray(np.array(keys, dtype=np.uint32))  # (n, 2)
+    d = jnp.asarray(np.array(data, dtype=np.uint32))  # (6,)
+    got = np.asarray(rng.fold_in(k[:, None, :], d[None, :]))  # (n, 6, 2)
+    want = np.asarray(jax.vmap(lambda kk: jax.vmap(lambda dd: jax.random.fold_in(kk, dd))(d))(k))
+    np.testing.assert_array_equal(got, want)
+    typed = jax.random.wrap_key_data(k)
+    np.testing.assert_array_equal(np.asarray(jax.random.key_data(rng.fold_in(typed[:, None], d[None, :]))), want)
+
+
+def test_position_uniforms_keep_the_key_schedule():
+    """The per-position uniforms are the top 53 bits of fold_in(values key, p), as before the batched hash."""
+    vkeys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(7), i))(jnp.arange(5))
+    pos = jnp.asarray(np.random.default_rng(0).integers(0, 2000, (5, 9)), dtype=jnp.int32)
+    got = np.asarray(jax.vmap(position_uniforms)(vkeys, pos))
+    one = jax.vmap(lambda k, q: jax.random.key_data(jax.random.fold_in(k, q)), in_axes=(None, 0))
+    bits = np.asarray(jax.vmap(one)(vkeys, pos))
+    u64 = (bits[..., 0].astype(np.uint64) << np.uint64(32)) | bits[..., 1].astype(np.uint64)
+    np.testing.assert_array_equal(got, (u64 >> np.uint64(11)).astype(np.float64) * 2.0**-53)
+
+
+@given(V=st.integers(1, 20), seed=seeds)
+@settings(max_examples=10)
+def test_unrolled_cdf_adds_left_to_right(V, seed):
+    """cumsum_last: left to right for V <= UNROLLED_CDF (numpy's sequential cumsum, bit for bit), jnp.cumsum above;
+    rows with zeros and magnitudes from 1e-150 to 1e150 (where the order of additions shows; not subnormal:
+    XLA:CPU flushes those to zero, numpy does not)."""
+    r = np.random.default_rng(seed)
+    p = r.random((64, V)) ** r.uniform(0.1, 30, (64, 1)) * 10.0 ** r.integers(-150, 150, (64, 1))
+    p[r.random(p.shape) < 0.3] = 0.0
+    got = np.asarray(jax.jit(cumsum_last)(jnp.asarray(p)))
+    want = np.cumsum(p, axis=-1) if V <= UNROLLED_CDF else np.asarray(jax.jit(lambda x: jnp.cumsum(x, -1))(p))
+    np.testing.assert_array_equal(got, want)
+
+
+CHAIN_V, CHAIN_L = 3, 37  # 37 positions: two 32-bit words, the second partly used
+
+
+@st.composite
+def dense_chains(draw):
+    """MarkovChain at (3, 37): Dirichlet rows, sparse rows (random zeros), absorbing states or a permutation;
+    init possibly sparse (adversarial as often as smooth)."""
+    r = np.random.default_rng(draw(seeds))
+    V = CHAIN_V
+    kind = draw(st.sampled_from(["dirichlet", "sparse", "absorbing", "deterministic"]))
+    trans = r.dirichlet(np.full(V, draw(st.sampled_from([0.1, 1.0, 10.0]))), size=V)
+    if kind == "sparse":
+        trans = _sparsify(r, trans, 0.4)
+    elif kind == "absorbing":
+        trans = _sparsify(r, trans, 0.5)
+        trans[r.integers(V)] = np.eye(V)[r.integers(V)]
+        trans /= trans.sum(1, keepdims=True)
+    elif kind == "deterministic":
+        trans = np.eye(V)[r.permutation(V)]
+    init = r.dirichlet(np.ones(V))
+    if draw(st.booleans()):
+        init = _sparsify(r, init, 0.5)
+    return languages.MarkovChain(init, trans, CHAIN_L)
+
+
+@given(lang=dense_chains(), seed=seeds)
+@settings(max_examples=6)
+def test_markov_cache_follows_the_state(lang, seed):
+    """Reveal a random order in random chunks, values sampled or arbitrary (impossible states occur): after
+    every update the cache equals the cache built from scratch (packed mask, possibility flag), and the cached
+    conditionals equal marginals_at, exactly."""
+    d = lang.denoiser()
+    r = np.random.default_rng(seed)
+    B, V, L = 6, CHAIN_V, CHAIN_L
+    x = np.array(lang.sample(jax.random.PRNGKey(seed), B))
+    x[B // 2 :] = r.integers(0, V, (B - B // 2, L))  # arbitrary tokens: often impossible
+    order = np.argsort(r.random((B, L)), axis=1)
+    states = np.full((B, L), V, np.int32)
+    cache = d.init_cache(jnp.asarray(states))
+    done, K = 0, 8
+    while done < L:
+        c = int(r.integers(1, K + 1))
+        pos = np.zeros((B, K), np.int32)
+        pos[:, : min(c, L - done)] = order[:, done : done + c]
+        valid = np.broadcast_to(np.arange(K)[None, :] < min(c, L - done), (B, K))
+        query = r.integers(0, L, (B, K)).astype(np.int32)
+        np.testing.assert_array_equal(
+            np.asarray(d.marginals_at_cached(cache, jnp.asarray(states), jnp.asarray(query))),
+            np.asarray(d.marginals_at(jnp.asarray(states), jnp.asarray(query))),
+        )
+        n = min(c, L - done)
+        rows = np.arange(B)[:, None]
+        states[rows, pos[:, :n]] = x[rows, pos[:, :n]]
+        cache = d.update_cache(cache, jnp.asarray(states), jnp.asarray(pos), jnp.asarray(valid))
+        fresh = d.init_cache(jnp.asarray(states))
+        np.testing.assert_array_equal(np.asarray(cache[0]), np.asarray(fresh[0]))
+        np.testing.assert_array_equal(np.asarray(cache[1]), np.asarray(fresh[1]))
+        done += n
+
+
+@register_dataclass(data_fields=("inner",))  # traced: one compilation for every chain of the shape
+@dataclass(frozen=True)
+class _PlainMarginals:
+    """The Markov oracle without its incremental face (marginals and marginals_at only)."""
+
+    inner: object
+
+    @property
+    def vocab_size(self):
+        return self.inner.vocab_size
+
+    @property
+    def length(self):
+        return self.inner.length
+
+    def marginals(self, states):
+        return self.inner.marginals(states)
+
+    def marginals_at(self, states, positions):
+        return self.inner.marginals_at(states, positions)
+
+
+@given(lang=dense_chains(), steps=st.sampled_from([1, 3, 8, CHAIN_L]), reveal=st.sampled_from(["fixed", "bernoulli"]),
+       seed=seeds)  # fmt: skip
+@settings(max_examples=4)
+def test_ordered_path_with_cache_equals_without(lang, steps, reveal, seed):
+    """The static-order path with the cached mask and possibility flag draws the same tokens as with a full
+    marginals_at call per step (parallel reveals on sparse chains reach impossible states)."""
+    d = lang.denoiser()
+    assert incremental(d) and not incremental(_PlainMarginals(d))
+    key = jax.random.PRNGKey(seed)
+    a = sample(key, d, policies.RandomOrder(), steps, num=32, reveal=reveal)
+    b = sample(key, _PlainMarginals(d), policies.RandomOrder(), steps, num=32, reveal=reveal)
+    np.testing.assert_array_equal(np.asarray(a.tokens), np.asarray(b.tokens))
+    np.testing.assert_array_equal(np.asarray(a.nfe), np.asarray(b.nfe))

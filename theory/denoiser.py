@@ -9,6 +9,14 @@ per-position conditional marginals (B, L, V). Conventions shared by every denois
 * ``marginals`` must be a JAX-traceable function of an integer array, so the Monte-Carlo sampler
   can ``jit``/``vmap`` through it.
 
+Optional faces the Monte-Carlo sampler (:func:`theory.sampling.sample`) uses when a denoiser has them:
+``marginals_at(states, positions (B, K)) -> (B, K, V)``, the conditionals at K positions only; and the
+incremental face of the static-order path, ``init_cache(states) -> cache`` (a pytree of batch-leading
+arrays), ``marginals_at_cached(cache, states, positions)`` (equal to ``marginals_at``) and
+``update_cache(cache, states, positions, valid)`` (the cache of ``states``, reached from the cached state by
+revealing ``positions[valid]``), so that a step need not look at the whole state again (the Markov oracle
+keeps its packed visibility mask and possibility flag, :mod:`synthetic.chain_oracle`).
+
 The exact denoiser of a joint q uses the table of *cylinder sums* C over (V+1)**L,
 C[z] = sum of q(x) over the sequences x consistent with z (agreeing on z's visible positions). It is
 L tensor contractions away from q: extend each axis of the (V,)*L table by its sum. Then for a masked

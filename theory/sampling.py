@@ -38,6 +38,7 @@ from .exact_layers import check_layered_size, check_sparse_size, layered_run, sp
 from .joint import Joint
 from .policies import FixedOrder, LeftToRight, RandomOrder, check_policy
 from .pytree import traceable
+from .rng import _typed, bits64, fold_in
 from .schedules import Schedule, check_counts, fixed_counts, linear, reveal_probs
 from .states import strides
 from .validation import SCALABLE_HINT, check_size, check_steps, require_x64
@@ -386,9 +387,25 @@ def chunk_widths(length: int) -> tuple:
     return tuple(widths) + (int(length),)
 
 
+#: Up to this V, :func:`inverse_cdf` adds the CDF up left to right in unrolled code (XLA:CPU's ``cumsum`` is a
+#: slow ``reduce_window``; it adds left to right as well up to V = 17, bit for bit, and in another order above).
+UNROLLED_CDF = 16
+
+
+def cumsum_last(p):
+    """Cumulative sum over the last axis; for V <= :data:`UNROLLED_CDF` left to right, unrolled."""
+    V = p.shape[-1]
+    if V > UNROLLED_CDF:
+        return jnp.cumsum(p, axis=-1)
+    out = [p[..., 0]]
+    for v in range(1, V):
+        out.append(out[-1] + p[..., v])
+    return jnp.stack(out, axis=-1)
+
+
 def inverse_cdf(probs, u):
     """Index v of each row of ``probs`` (..., V) with cdf[v-1] <= u * total < cdf[v], for uniforms u (...,)."""
-    cdf = jnp.cumsum(probs, axis=-1)
+    cdf = cumsum_last(probs)
     v = jnp.sum(cdf <= u[..., None] * cdf[..., -1:], axis=-1)
     return jnp.minimum(v, probs.shape[-1] - 1)
 
@@ -400,12 +417,18 @@ def position_uniforms(values_key, positions):
     positions are chunked or ordered. The 64 random bits of the folded key (a threefry output) give the
     uniform directly: the top 53 bits times 2**-53, in [0, 1).
     """
-    flat = positions.reshape(-1)
-    bits = jax.vmap(lambda p: jax.random.key_data(jax.random.fold_in(values_key, p)))(flat)  # (n, 2) uint32
-    b = bits.astype(jnp.uint64)
-    u64 = (b[:, 0] << jnp.uint64(32)) | b[:, 1]
-    u = (u64 >> jnp.uint64(11)).astype(jnp.float64) * (2.0**-53)
-    return u.reshape(positions.shape)
+    keys = values_key[..., None] if _typed(values_key) else values_key[..., None, :]  # one key per row of positions
+    return (bits64(fold_in(keys, positions)) >> jnp.uint64(11)).astype(jnp.float64) * (2.0**-53)
+
+
+#: The optional incremental face of a denoiser (see :mod:`theory.denoiser`), used by the static-order path.
+CACHE_METHODS = ("init_cache", "marginals_at_cached", "update_cache")
+
+
+def incremental(denoiser) -> bool:
+    """Whether ``denoiser`` has the incremental face (:data:`CACHE_METHODS`): the static-order path then keeps
+    its cache between steps instead of calling ``marginals_at`` on the whole state."""
+    return all(callable(getattr(denoiser, m, None)) for m in CACHE_METHODS)
 
 
 def marginals_at(denoiser, states, positions):
@@ -470,44 +493,48 @@ def _run_ordered(sample_keys, step_ids, step_values, num_rows, denoiser, policy,
     B = sample_keys.shape[0]
     V, L = denoiser.vocab_size, denoiser.length
     Wmax = max(widths)
-    okeys = jax.vmap(lambda k: jax.random.fold_in(k, ORDER))(sample_keys)
+    okeys = fold_in(sample_keys, ORDER)
     perm = jax.vmap(lambda k: policy.order(k, L))(okeys).astype(jnp.int32)  # (B, L)
     perm = jnp.concatenate([perm, jnp.full((B, Wmax), L, jnp.int32)], axis=1)  # (B, L + Wmax), sentinel L
     rows = jnp.arange(B)[:, None]
+    inc = incremental(denoiser)
 
-    def reveal(W, states, r, count, vkeys):
+    def reveal(W, states, cache, r, count, vkeys):
         """Reveal order[r : r + count] with W >= count slots (conditionals at the step's start state)."""
         slot = jnp.arange(W, dtype=jnp.int32)[None, :]  # (1, W)
         pos = jax.vmap(lambda p, a: jax.lax.dynamic_slice_in_dim(p, a, W))(perm, r)  # (B, W)
         valid = slot < count[:, None]
         safe = jnp.where(valid, pos, 0)
-        marg = marginals_at(denoiser, states, safe)  # (B, W, V)
+        marg = denoiser.marginals_at_cached(cache, states, safe) if inc else marginals_at(denoiser, states, safe)
         u = jax.vmap(position_uniforms)(vkeys, safe)  # (B, W)
         vals = inverse_cdf(marg, u).astype(jnp.int32)
-        return states.at[rows, jnp.where(valid, pos, L)].set(vals, mode="drop")
+        states = states.at[rows, jnp.where(valid, pos, L)].set(vals, mode="drop")
+        return states, (denoiser.update_cache(cache, states, safe, valid) if inc else cache)
 
     fns = [partial(reveal, W) for W in widths]
 
     def cond(c):
-        j, _, _, r = c
+        j, _, _, r, _ = c
         return (j < num_rows) & jnp.any(r < L)
 
     def body(c):
-        j, states, nfe, r = c
-        skeys = jax.vmap(lambda k: jax.random.fold_in(k, step_ids[j]))(sample_keys)  # (B, key)
-        vkeys = jax.vmap(lambda k: jax.random.fold_in(k, VALUES))(skeys)
-        ckeys = jax.vmap(lambda k: jax.random.fold_in(k, COUNT))(skeys)
+        j, states, nfe, r, cache = c
+        skeys = fold_in(sample_keys, step_ids[j])  # (B, key)
+        vkeys = fold_in(skeys, VALUES)
+        ckeys = fold_in(skeys, COUNT)
         count = jax.vmap(lambda lft, k: _count(mode, step_values[j], lft, k, L))(L - r, ckeys)  # (B,)
         need = jnp.max(count)
         branch = jnp.sum(jnp.asarray(widths[:-1], jnp.int32) < need)  # the smallest width >= need (the last is L)
         if len(fns) == 1:
-            states = fns[0](states, r, count, vkeys)
+            states, cache = fns[0](states, cache, r, count, vkeys)
         else:
-            states = jax.lax.switch(branch, fns, states, r, count, vkeys)
-        return j + 1, states, nfe + (count > 0).astype(jnp.int32), r + count
+            states, cache = jax.lax.switch(branch, fns, states, cache, r, count, vkeys)
+        return j + 1, states, nfe + (count > 0).astype(jnp.int32), r + count, cache
 
-    init = (jnp.int32(0), jnp.full((B, L), V, dtype=jnp.int32), jnp.zeros((B,), jnp.int32), jnp.zeros((B,), jnp.int32))
-    _, states, nfe, _ = jax.lax.while_loop(cond, body, init)
+    start = jnp.full((B, L), V, dtype=jnp.int32)
+    cache = denoiser.init_cache(start) if inc else ()
+    init = (jnp.int32(0), start, jnp.zeros((B,), jnp.int32), jnp.zeros((B,), jnp.int32), cache)
+    _, states, nfe, _, _ = jax.lax.while_loop(cond, body, init)
     return states, nfe
 
 
@@ -523,9 +550,9 @@ def _unfinished(num_rows, V: int):
 
 def _step_count(sample_keys, step_ids, step_values, j, states, mode, V: int, L: int):
     """Step j's keys (``fold_in(sample key, step id)``), mask and per-sample reveal count (its own COUNT key)."""
-    skeys = jax.vmap(lambda k: jax.random.fold_in(k, step_ids[j]))(sample_keys)
+    skeys = fold_in(sample_keys, step_ids[j])
     masked = states == V
-    ckeys = jax.vmap(lambda k: jax.random.fold_in(k, COUNT))(skeys)
+    ckeys = fold_in(skeys, COUNT)
     count = jax.vmap(lambda lft, k: _count(mode, step_values[j], lft, k, L))(masked.sum(1).astype(jnp.int32), ckeys)
     return skeys, masked, count
 
@@ -542,9 +569,9 @@ def _run(sample_keys, step_ids, step_values, num_rows, denoiser, policy, mode):
         j, states, nfe = c
         skeys, masked, count = _step_count(sample_keys, step_ids, step_values, j, states, mode, V, L)
         marg = denoiser.marginals(states)  # (B, L, V)
-        sel_keys = jax.vmap(lambda k: jax.random.fold_in(k, SELECT))(skeys)
+        sel_keys = fold_in(skeys, SELECT)
         reveal = jax.vmap(policy.select)(sel_keys, states, marg, count) & masked  # (B, L)
-        vkeys = jax.vmap(lambda k: jax.random.fold_in(k, VALUES))(skeys)
+        vkeys = fold_in(skeys, VALUES)
         u = jax.vmap(lambda k: position_uniforms(k, positions))(vkeys)  # (B, L)
         vals = inverse_cdf(marg, u).astype(jnp.int32)
         states = jnp.where(reveal, vals, states)
@@ -595,7 +622,7 @@ def _run_ranked(sample_keys, step_ids, step_values, num_rows, denoiser, policy, 
         cut = jax.vmap(policy.ranked_count)(states, marg, count, from_sort_keys(sorted_keys))  # (B,)
         sel = masked & jax.vmap(lowest_by_score)(keys, sorted_keys, cut)  # (B, L)
         n = jnp.sum(sel, axis=1, dtype=jnp.int32)
-        vkeys = jax.vmap(lambda k: jax.random.fold_in(k, VALUES))(skeys)
+        vkeys = fold_in(skeys, VALUES)
         branch = jnp.sum(jnp.asarray(widths[:-1], jnp.int32) < jnp.max(n))
         states = (
             fns[0](states, marg, sel, vkeys) if len(fns) == 1 else jax.lax.switch(branch, fns, states, marg, sel, vkeys)
@@ -763,7 +790,7 @@ def sample(
         widths = widths if width is not None else chunk_widths(L)
     toks, nfes = [], []
     for a in range(0, num, bs):
-        keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(a, a + bs))
+        keys = fold_in(key, jnp.arange(a, a + bs))
         if sharding is not None:
             keys = jax.device_put(keys, sharding)
         if path != "general":
