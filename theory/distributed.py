@@ -36,7 +36,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .sampling import MODES, Samples, _plan_rows, _run, _run_ordered, _run_ranked, chunk_widths, is_ranked, make_plan
+from .sampling import (
+    MODES,
+    Samples,
+    _plan_rows,
+    _run,
+    _run_ordered,
+    _run_ranked,
+    chunk_widths,
+    is_ranked,
+    loop_compiler_options,
+    make_plan,
+    step_widths,
+)
 from .validation import require_x64
 
 ENV = ("MDM_COORDINATOR", "MDM_NUM_PROCESSES", "MDM_PROCESS_ID")
@@ -108,7 +120,7 @@ def _setup(denoiser, policy, steps, reveal, schedule, counts) -> _Setup:
     step_ids, values, rows = _plan_rows(plan, L)
     if callable(getattr(policy, "order", None)) and plan.mode in ("fixed", "bernoulli"):
         path = "ordered"
-        widths = chunk_widths(L) if callable(getattr(denoiser, "marginals_at", None)) else (L,)
+        widths = step_widths(plan, L) if callable(getattr(denoiser, "marginals_at", None)) else (L,)
     elif is_ranked(policy):
         path, widths = "ranked", chunk_widths(L)
     else:
@@ -155,7 +167,7 @@ def _runner(mesh, setup: _Setup, policy, denoiser, stat):
 
     out = (P("batch"), P("batch")) + ((P("batch"),) if stat is not None else ())
     mapped = jax.shard_map(local, mesh=mesh, in_specs=(P("batch"), P(), P(), P(), P()), out_specs=out, check_vma=False)
-    run = jax.jit(mapped)
+    run = jax.jit(mapped, compiler_options=loop_compiler_options())
     _RUNNERS[cache_key] = run
     return run
 
