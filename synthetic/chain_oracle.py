@@ -173,8 +173,6 @@ def _neighbour_factors(left, right, tok, p, a, b, V: int):
     xb = jnp.take_along_axis(tok, jnp.minimum(b, L - 1), axis=1)
     lrow = jnp.where(a >= 0, (p - a) * V + xa, (L + 1) * V + p)
     rrow = jnp.where(b < L, (b - p) * V + xb, (L + 1) * V)
-    # materialise the row indices: fused into the gathers, XLA:CPU recomputes them for each of the V columns
-    lrow, rrow = jax.lax.optimization_barrier((lrow, rrow))
     return left[lrow], right[rrow]  # (B, K, V) each
 
 
