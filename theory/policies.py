@@ -27,9 +27,15 @@ the counts); :class:`LeftToRight` and :class:`FixedOrder` are deterministic. Sub
 Optional fourth face, the ranked fast path of the sampler: ``ranked`` (true), ``score(state, marginals)
 -> (L,)`` (position-wise) and ``ranked_count(state, marginals, count, sorted_scores) -> ()`` (the rank
 cutoff c: the step reveals the masked positions among the c lowest scores, ties by position).
-:class:`TopK` and :class:`EntropyBounded` (entropy proxy) have it; the sampler then sorts integer keys
-(:func:`sort_keys`) instead of float64 scores and reads the reveal set off a threshold
-(:func:`lowest_by_score`). Subclasses that change ``select`` or ``score`` must set ``ranked = False``.
+:class:`TopK` and :class:`EntropyBounded` (entropy proxy) have it; the sampler then ranks only the K lowest
+scores (:func:`rank_candidates`: float32 ``lax.top_k`` passes, exact by :func:`sort_keys`), and sorts all
+integer keys and reads the reveal set off a threshold (:func:`lowest_by_score`) only where c is not settled
+among them. Contract of ``ranked_count`` on that path: ``marginals`` is a zero (L, V) placeholder (read its
+shape only: the sampler does not keep the (B, L, V) marginals for it); ``sorted_scores`` may be a prefix
+(K,) of the sorted scores, padded with +inf past the exact entries, and c may depend on entries 0..c only
+(c < the exact length settles it); a policy whose c never reads ``sorted_scores`` says so with
+``ranked_uses_scores = False`` (then c <= the exact length settles it). Subclasses that change ``select``
+or ``score`` must set ``ranked = False``.
 
 Deterministic policies rank masked positions by a score (lower is revealed first) with ties broken
 by position (stable sort), and reveal the first ``count``. To add a policy, subclass

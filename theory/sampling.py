@@ -614,15 +614,13 @@ def _run_ranked(sample_keys, step_ids, step_values, num_rows, denoiser, policy, 
     (B, L, V) marginals are not an operand of the ``lax.cond``), with the same per-position uniforms as
     :func:`_run`. ``stats`` (static): also return the number of steps run and of fallback steps.
     """
-    from .policies import from_sort_keys, lowest_by_score, rank_candidates, sort_keys
+    from .policies import from_sort_keys, lowest_by_score
 
     B = sample_keys.shape[0]
     V, L = denoiser.vocab_size, denoiser.length
     K = min(int(L), RANK_WIDTH if cands is None else int(cands))
     rows = jnp.arange(B)[:, None]
     iota = jnp.arange(L, dtype=jnp.int32)
-    slots = jnp.arange(K, dtype=jnp.int32)
-    uses_scores = bool(getattr(policy, "ranked_uses_scores", True))
     stub = jnp.zeros((L, V))  # ranked_count may read only the shape of the marginals
     has_at = callable(getattr(denoiser, "marginals_at", None))
     ranked_count = jax.vmap(policy.ranked_count, in_axes=(0, None, 0, 0))
@@ -660,14 +658,7 @@ def _run_ranked(sample_keys, step_ids, step_values, num_rows, denoiser, policy, 
         skeys, masked, count = _step_count(sample_keys, step_ids, step_values, j, states, mode, V, L)
         marg = denoiser.marginals(states)  # (B, L, V)
         score = jnp.where(masked, jax.vmap(policy.score)(states, marg), jnp.inf)  # (B, L)
-        keys = sort_keys(score)  # (B, L) uint64
-        cpos, ckeys, n_exact = rank_candidates(score, keys, K)
-        prefix = jnp.where(slots[None, :] < n_exact[:, None], from_sort_keys(ckeys), jnp.inf)
-        cut = ranked_count(states, stub, count, prefix)  # (B,)
-        cmask = jnp.take_along_axis(masked, cpos, axis=1)
-        covered = jnp.sum(cmask & (slots[None, :] < n_exact[:, None]), axis=1) == jnp.sum(masked, axis=1)
-        settled = (cut < n_exact) | covered | ((not uses_scores) & (cut <= n_exact))
-        take = (slots[None, :] < cut[:, None]) & cmask
+        keys, cpos, take, settled = ranked_candidates(policy, states, score, count, K, V)
         vkeys = fold_in(skeys, VALUES)
         ok = jnp.all(settled)
         args = (states, marg if not has_at else (), keys, masked, count, vkeys, cpos, take)
@@ -677,6 +668,31 @@ def _run_ranked(sample_keys, step_ids, step_values, num_rows, denoiser, policy, 
     init = (jnp.int32(0), jnp.full((B, L), V, dtype=jnp.int32), jnp.zeros((B,), jnp.int32), jnp.int32(0))
     j, states, nfe, falls = jax.lax.while_loop(cond, body, init)
     return (states, nfe, j, falls) if stats else (states, nfe)
+
+
+def ranked_candidates(policy, states, score, count, K: int, vocab_size: int):
+    """Steps 1-2 of :func:`_run_ranked`: (keys (B, L) uint64, cpos (B, K) int32, take (B, K) bool, settled (B,)).
+
+    ``states`` (B, L) (mask id ``vocab_size``), ``score`` (B, L) the policy's scores with unmasked positions
+    at +inf, ``count`` (B,) the step's counts. Where ``settled``, the step reveals exactly the positions
+    ``cpos[take]`` (the masked positions among the c lowest scores, ties by position, c the policy's
+    ``ranked_count``); elsewhere only the full sort decides.
+    """
+    from .policies import from_sort_keys, rank_candidates, sort_keys
+
+    L = score.shape[-1]
+    slots = jnp.arange(K, dtype=jnp.int32)[None, :]
+    uses_scores = bool(getattr(policy, "ranked_uses_scores", True))
+    stub = jnp.zeros((L, vocab_size))  # ranked_count may read only the shape of the marginals
+    masked = states == vocab_size
+    keys = sort_keys(score)  # (B, L) uint64
+    cpos, ckeys, n_exact = rank_candidates(score, keys, K)
+    prefix = jnp.where(slots < n_exact[:, None], from_sort_keys(ckeys), jnp.inf)
+    cut = jax.vmap(policy.ranked_count, in_axes=(0, None, 0, 0))(states, stub, count, prefix)  # (B,)
+    cmask = jnp.take_along_axis(masked, cpos, axis=1)
+    covered = jnp.sum(cmask & (slots < n_exact[:, None]), axis=1) == jnp.sum(masked, axis=1)
+    settled = (cut < n_exact) | covered | ((not uses_scores) & (cut <= n_exact))
+    return keys, cpos, (slots < cut[:, None]) & cmask, settled
 
 
 #: The ranked path's default candidate width K (:func:`_run_ranked`, :func:`rank_width`).
