@@ -5,12 +5,15 @@
   against a cache rebuilt from scratch after every reveal; the batched Threefry ``fold_in`` against
   ``jax.random.fold_in``; the unrolled CDF against numpy's left-to-right cumsum;
 
-* the ranked path (TopK, EntropyBounded with the entropy proxy: one integer sort per row, reveal set by a
-  threshold, values drawn only at the revealed positions) against the general path (``path="general"``:
-  the policy's ``select`` with its float64 argsort, values drawn at every position) — bit for bit, tokens
-  and NFE, on adversarial tables (sparse supports, constraints, near-deterministic) and sparse-row chains;
+* the ranked path (TopK, EntropyBounded with the entropy proxy: top-K candidates, else one integer sort per
+  row and the reveal set by a threshold, values drawn only at the revealed positions) against the general
+  path (``path="general"``: the policy's ``select`` with its float64 argsort, values drawn at every
+  position) — bit for bit, tokens and NFE, on adversarial tables (sparse supports, constraints,
+  near-deterministic) and sparse-row chains;
 * its pieces against their references: ``sort_keys`` orders floats as ``lax.sort`` does (-0.0 = 0.0, NaN
-  last), ``lowest_by_score`` is ``reveal_by_score`` (ties by position).
+  last), ``lowest_by_score`` is ``reveal_by_score`` (ties by position), the top-K candidate selection
+  (``ranked_candidates``) is the full sort's selection wherever it settles the step, it does not settle a
+  row it cannot order, and the loop's fallback steps give the general path's tokens.
 """
 
 from __future__ import annotations
@@ -142,6 +145,104 @@ def test_lowest_by_score_is_reveal_by_score(data):
     count = np.array(data.draw(st.lists(st.integers(0, L + 2), min_size=B, max_size=B)), dtype=np.int32)
     ref, fast = _selects(jnp.asarray(score), jnp.asarray(masked), jnp.asarray(count))
     np.testing.assert_array_equal(np.asarray(fast), np.asarray(ref))
+
+
+RK_B, RK_L, RK_K, RK_V = 8, 24, 4, 2  # one shape: the candidate selection compiles once per policy structure
+#: tie-heavy scores: exact ties, float32-only ties (distinct float64 values, one float32 image), -0.0 / 0.0,
+#: float32 bins too wide for the key offsets (the zero bin: +-1e-50, 1e-60; the overflow bin: 1e39, 1e300,
+#: inf and NaN all round to +inf), inf and NaN
+RK_VALUES = [0.0, -0.0, 0.5, 0.5 + 2**-53, 0.5 + 2**-40, 0.5 - 2**-54, 1.0, 5e-324, 1e-60, 1e-50, -1e-50, 1e39,
+             1e300, np.inf, np.nan]  # fmt: skip
+
+
+@jax.jit
+def _candidate_selection(policy, score, masked, count):
+    """(settled, candidate reveal set, full-sort reveal set) for ``policy`` on rows of scores."""
+    from theory.sampling import ranked_candidates
+
+    states = jnp.where(masked, RK_V, 0)
+    s = jnp.where(masked, score, jnp.inf)
+    _, cpos, take, settled = ranked_candidates(policy, states, s, count, RK_K, RK_V)
+    fast = jnp.zeros(s.shape, bool).at[jnp.arange(s.shape[0])[:, None], cpos].set(take)
+    keys = policies.sort_keys(s)
+    srt = jax.lax.sort(keys, dimension=1)
+    stub = jnp.zeros((RK_L, RK_V))
+    cut = jax.vmap(policy.ranked_count, in_axes=(0, None, 0, 0))(states, stub, count, policies.from_sort_keys(srt))
+    ref = masked & jax.vmap(policies.lowest_by_score)(keys, srt, cut)
+    return settled, fast, ref
+
+
+@st.composite
+def rk_rows(draw):
+    """Rows of a few (0-6) scores of any kind among many from a palette of 1-3: the K-th score sits in a tie
+    group (exact, float32-only or a too-wide bin) most of the time."""
+    rows = []
+    for _ in range(RK_B):
+        few = draw(st.lists(st.sampled_from(RK_VALUES), max_size=6))
+        palette = draw(st.lists(st.sampled_from(RK_VALUES), min_size=1, max_size=3))
+        rest = draw(st.lists(st.sampled_from(palette), min_size=RK_L - len(few), max_size=RK_L - len(few)))
+        rows.append(draw(st.permutations(few + rest)))
+    return rows
+
+
+rk_masks = st.lists(st.sampled_from(["all", "none", "random"]), min_size=RK_B, max_size=RK_B)
+
+
+@given(rows=rk_rows(), masks=rk_masks, data=st.data(),
+       policy=st.sampled_from([policies.TopK("confidence"), policies.EntropyBounded(0.0),
+                               policies.EntropyBounded(0.6), policies.EntropyBounded(float("inf"))]))  # fmt: skip
+@settings(max_examples=25)
+def test_candidate_selection_is_the_full_sort_selection(rows, masks, data, policy):
+    """The ranked path's top-K candidates (K = 4 of L = 24; Top-k cuts from the counts 0..L+2, EB cuts from
+    the sorted scores) reveal the full sort's set wherever they say the step is settled."""
+    score = np.array(rows)
+    rnd = np.array(data.draw(st.lists(st.booleans(), min_size=RK_B * RK_L, max_size=RK_B * RK_L))).reshape(RK_B, -1)
+    masked = np.array([np.ones(RK_L, bool) if m == "all" else np.zeros(RK_L, bool) if m == "none" else r
+                       for m, r in zip(masks, rnd)])  # fmt: skip
+    count = np.array(data.draw(st.lists(st.integers(0, RK_L + 2), min_size=RK_B, max_size=RK_B)), np.int32)
+    settled, fast, ref = map(np.asarray, _candidate_selection(policy, jnp.asarray(score), jnp.asarray(masked),
+                                                              jnp.asarray(count)))  # fmt: skip
+    np.testing.assert_array_equal(fast[settled], ref[settled])
+
+
+def test_candidate_selection_falls_back_where_it_must():
+    """Rows whose K-th score falls in a float32 bin too wide to order (the overflow bin: 1e300, 2e300, inf
+    and NaN all map to +inf) are not settled; the full sort decides them. Exact ties, float32-only ties and
+    a bin of true ties at the boundary are settled."""
+    top = policies.TopK("confidence")
+    score = np.full((RK_B, RK_L), 3.0)
+    score[0] = np.inf
+    score[0, :6] = [0.1, 0.2, 2e300, 1e300, np.inf, np.nan]  # K-th in the overflow bin, mixed keys: fallback
+    score[1, :6] = [0.1, 0.2, 0.5 + 2**-53, 0.5, 0.5 - 2**-54, 0.5]  # float32-only ties at the boundary
+    score[2] = 0.25  # true ties everywhere: the lowest positions
+    score[3, :5] = [0.0, -0.0, 0.0, -0.0, 0.0]  # -0.0 and 0.0 are one key
+    masked = np.ones((RK_B, RK_L), bool)
+    count = np.full(RK_B, RK_K, np.int32)
+    settled, fast, ref = map(np.asarray, _candidate_selection(top, jnp.asarray(score), jnp.asarray(masked),
+                                                              jnp.asarray(count)))  # fmt: skip
+    assert not settled[0] and settled[1:].all()
+    np.testing.assert_array_equal(fast[1:], ref[1:])
+    np.testing.assert_array_equal(np.nonzero(ref[1])[0], [0, 1, 3, 4])  # 0.5 - 2**-54 < 0.5 (twice) < 0.5 + 2**-53
+    np.testing.assert_array_equal(np.nonzero(ref[2])[0], [0, 1, 2, 3])
+
+
+def test_ranked_path_fallback_steps_give_the_same_tokens():
+    """With one candidate (K = 1) EB's cut is never settled among the candidates while two or more positions
+    are masked: those steps take the full sort, and the tokens and NFE are still the general path's."""
+    from theory.sampling import MODES, _plan_rows, _run_ranked, chunk_widths, make_plan
+
+    q = joint_of_kind("uniform", V0, L0, 0)
+    den, pol = q.denoiser(), policies.EntropyBounded(0.05)
+    plan = make_plan(pol, L0)
+    step_ids, values, rows = _plan_rows(plan, L0)
+    keys = rng.fold_in(jax.random.PRNGKey(5), jnp.arange(64))
+    run = jax.jit(_run_ranked, static_argnames=("widths", "cands", "stats"))
+    toks, nfe, steps, falls = run(keys, step_ids, values, rows, den, pol, jnp.int32(MODES[plan.mode]),
+                                  widths=chunk_widths(L0), cands=1, stats=True)  # fmt: skip
+    assert 0 < int(falls) <= int(steps)
+    ref = sample(jax.random.PRNGKey(5), den, pol, num=64, path="general")
+    np.testing.assert_array_equal(np.asarray(toks), np.asarray(ref.tokens))
+    np.testing.assert_array_equal(np.asarray(nfe), np.asarray(ref.nfe))
 
 
 def test_path_argument():

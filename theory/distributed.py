@@ -47,6 +47,7 @@ from .sampling import (
     is_ranked,
     loop_compiler_options,
     make_plan,
+    rank_width,
     step_widths,
 )
 from .validation import require_x64
@@ -109,6 +110,7 @@ class _Setup:
     rows: jax.Array
     mode: jax.Array
     widths: tuple
+    cands: int | None = None  # the ranked path's candidate width (theory.sampling.rank_width)
 
 
 def _setup(denoiser, policy, steps, reveal, schedule, counts) -> _Setup:
@@ -123,6 +125,7 @@ def _setup(denoiser, policy, steps, reveal, schedule, counts) -> _Setup:
         widths = step_widths(plan, L) if callable(getattr(denoiser, "marginals_at", None)) else (L,)
     elif is_ranked(policy):
         path, widths = "ranked", chunk_widths(L)
+        return _Setup(path, step_ids, values, rows, jnp.int32(MODES[plan.mode]), widths, rank_width(plan, policy, L))
     else:
         path, widths = "general", ()
     return _Setup(path, step_ids, values, rows, jnp.int32(MODES[plan.mode]), widths)
@@ -153,13 +156,14 @@ def _runner(mesh, setup: _Setup, policy, denoiser, stat):
     """jit(shard_map(loop)) over the mesh: keys (B, 2) sharded -> tokens, nfe (and stat) sharded."""
     from jax.sharding import PartitionSpec as P
 
-    cache_key = (id(mesh), mesh.devices.shape, setup.path, setup.widths, policy, id(denoiser), stat)
+    cache_key = (id(mesh), mesh.devices.shape, setup.path, setup.widths, setup.cands, policy, id(denoiser), stat)
     if cache_key in _RUNNERS:
         return _RUNNERS[cache_key]
     fn = {"general": _run, "ordered": _run_ordered, "ranked": _run_ranked}[setup.path]
 
     def local(keys, step_ids, values, rows, mode):
         kw = {"widths": setup.widths} if setup.path != "general" else {}
+        kw.update({"cands": setup.cands} if setup.path == "ranked" else {})
         toks, nfe = fn(keys, step_ids, values, rows, denoiser, policy, mode, **kw)
         if stat is None:
             return toks, nfe

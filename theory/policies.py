@@ -27,9 +27,15 @@ the counts); :class:`LeftToRight` and :class:`FixedOrder` are deterministic. Sub
 Optional fourth face, the ranked fast path of the sampler: ``ranked`` (true), ``score(state, marginals)
 -> (L,)`` (position-wise) and ``ranked_count(state, marginals, count, sorted_scores) -> ()`` (the rank
 cutoff c: the step reveals the masked positions among the c lowest scores, ties by position).
-:class:`TopK` and :class:`EntropyBounded` (entropy proxy) have it; the sampler then sorts integer keys
-(:func:`sort_keys`) instead of float64 scores and reads the reveal set off a threshold
-(:func:`lowest_by_score`). Subclasses that change ``select`` or ``score`` must set ``ranked = False``.
+:class:`TopK` and :class:`EntropyBounded` (entropy proxy) have it; the sampler then ranks only the K lowest
+scores (:func:`rank_candidates`: float32 ``lax.top_k`` passes, exact by :func:`sort_keys`), and sorts all
+integer keys and reads the reveal set off a threshold (:func:`lowest_by_score`) only where c is not settled
+among them. Contract of ``ranked_count`` on that path: ``marginals`` is a zero (L, V) placeholder (read its
+shape only: the sampler does not keep the (B, L, V) marginals for it); ``sorted_scores`` may be a prefix
+(K,) of the sorted scores, padded with +inf past the exact entries, and c may depend on entries 0..c only
+(c < the exact length settles it); a policy whose c never reads ``sorted_scores`` says so with
+``ranked_uses_scores = False`` (then c <= the exact length settles it). Subclasses that change ``select``
+or ``score`` must set ``ranked = False``.
 
 Deterministic policies rank masked positions by a score (lower is revealed first) with ties broken
 by position (stable sort), and reveal the first ``count``. To add a policy, subclass
@@ -93,6 +99,62 @@ def lowest_by_score(keys, sorted_keys, count):
     eq = keys == kth
     take_eq = c - jnp.sum(less)
     return (c > 0) & (less | (eq & (jnp.cumsum(eq) <= take_eq)))
+
+
+def float32_image(x):
+    """A monotone float32 image of float64 scores (..., L): x <= y (``lax.sort``'s order, :func:`sort_keys`)
+    implies image(x) <= image(y); NaN -> +inf (NaN sorts last), one zero (-0.0 -> 0.0)."""
+    y = jnp.where(jnp.isnan(x), jnp.inf, x).astype(jnp.float32)
+    return jnp.where(y == 0, jnp.float32(0), y)
+
+
+#: Pass 2 of :func:`rank_candidates` orders the boundary float32 bin by key offsets up to this (clipped above):
+#: a normal float32 bin holds at most 2**30 float64 values, so the offsets are exact there.
+_OFFSET_LIMIT = 1 << 30
+
+
+def rank_candidates(score, keys, K: int):
+    """The K lowest scores of each row, exactly sorted, without a full sort: (cpos, ckeys, n_exact).
+
+    ``score`` (B, L) float64, ``keys`` = :func:`sort_keys` (score), 1 <= K <= L static. Returns ``cpos``
+    (B, K) int32 candidate positions sorted by (key, position), ``ckeys`` (B, K) their keys and ``n_exact``
+    (B,) int32: the first ``n_exact`` candidates are the first ``n_exact`` positions of the full order by
+    (key, position), i.e. of ``argsort(score, stable=True)``; the later ones may not be.
+
+    Two ``lax.top_k`` passes on float32 values (XLA:CPU's fast kernel; float64 top_k is a full sort), each
+    a monotone non-decreasing image of the key order, so that every position whose image is below the K-th
+    image is a candidate:
+
+    1. :func:`float32_image` (score); T = its K-th lowest value; the boundary bin G = {image == T}.
+    2. -1 below G, +inf above G, and in G the key's offset from G's smallest key (clipped at
+       ``_OFFSET_LIMIT``) as the bits of a positive normal float32: exact for a normal bin, whose float64
+       values are at most 2**30 consecutive keys. With T2 the K-th lowest of this image: if no position
+       outside the candidates has image T2, or every position with image T2 has the same key (true ties:
+       ``lax.top_k`` keeps the lowest positions among equal values, which is "ties by position"), the
+       candidates are exactly the first K of the order; else only those strictly below T2 are
+       (``n_exact`` < K: a zero, inf or NaN bin wider than the offsets).
+    """
+    umax = jnp.uint64(np.iinfo(np.uint64).max)
+    s32 = float32_image(score)
+    top, _ = jax.lax.top_k(-s32, K)
+    T = -jnp.min(top, axis=-1, keepdims=True)  # a reduction, not a slice: XLA:CPU keeps its TopK kernel only
+    # for a sort whose results are read as whole [:K] slices (top[..., -1:] would turn it into a full sort)
+    G = s32 == T
+    base = jnp.min(jnp.where(G, keys, umax), axis=-1, keepdims=True)
+    off = jnp.minimum(keys - base, jnp.uint64(_OFFSET_LIMIT)).astype(jnp.uint32) + jnp.uint32(0x00800000)
+    v = jnp.where(G, jax.lax.bitcast_convert_type(off, jnp.float32), jnp.where(s32 < T, -1.0, jnp.inf))
+    top2, cand = jax.lax.top_k(-v.astype(jnp.float32), K)
+    T2 = -jnp.min(top2, axis=-1, keepdims=True)
+    n_le = jnp.sum(v <= T2, axis=-1, dtype=jnp.int32)
+    n_lt = jnp.sum(v < T2, axis=-1, dtype=jnp.int32)
+    group = v == T2
+    kmin = jnp.min(jnp.where(group, keys, umax), axis=-1)
+    kmax = jnp.max(jnp.where(group, keys, jnp.uint64(0)), axis=-1)
+    n_exact = jnp.where((n_le <= K) | (kmin == kmax), K, n_lt)
+    ckeys, cpos = jax.lax.sort(
+        (jnp.take_along_axis(keys, cand, axis=-1), cand.astype(jnp.int32)), dimension=-1, num_keys=2
+    )
+    return cpos, ckeys, n_exact.astype(jnp.int32)
 
 
 def token_entropy(marginals):
@@ -319,6 +381,7 @@ class TopK(ScorePolicy):
         return super().select(key, state, marginals, c)
 
     ranked = True  # the sampler's ranked fast path applies (see ranked_count)
+    ranked_uses_scores = False  # the cut is the count: it never reads the sorted scores
 
     def ranked_count(self, state, marginals, count, sorted_scores):
         """Ranked fast path of the sampler (:func:`theory.sampling.sample`): the rank cutoff c of this step,
@@ -413,7 +476,7 @@ class EntropyBounded(Policy):
         """Ranked fast path (entropy proxy): :meth:`count` from the sorted entropies ``sorted_scores`` (L,)
         (unmasked positions at +inf, last), without the argsort. Single example."""
         masked = state == marginals.shape[-1]
-        valid = jnp.arange(state.shape[-1]) < jnp.sum(masked)
+        valid = jnp.arange(sorted_scores.shape[-1]) < jnp.sum(masked)
         return eb_count(jnp.where(valid, sorted_scores, 0.0), valid, self.gamma).astype(jnp.int32)
 
     def select(self, key, state, marginals, count):

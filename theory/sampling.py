@@ -593,56 +593,132 @@ def _run(sample_keys, step_ids, step_values, num_rows, denoiser, policy, mode):
     return states, nfe
 
 
-def _run_ranked(sample_keys, step_ids, step_values, num_rows, denoiser, policy, mode, widths):
+def _run_ranked(sample_keys, step_ids, step_values, num_rows, denoiser, policy, mode, widths, cands=None, stats=False):
     """Ranked fast path (policies with ``ranked`` true: TopK, EntropyBounded with the entropy proxy).
 
-    Same tokens as :func:`_run` (the policy reveals the masked positions among the c lowest scores, ties
-    by position), without its float64 argsort: one one-operand sort of uint64 keys per row
-    (:func:`theory.policies.sort_keys`; the reveal set by threshold, :func:`theory.policies.lowest_by_score`),
-    and values drawn only at the revealed positions (the same per-position uniforms as :func:`_run`),
-    compacted into W slots, W the smallest of the static ``widths`` covering the step's largest reveal
-    (``lax.switch``, as on the static-order path).
+    Same tokens as :func:`_run` (the policy reveals the masked positions among the c lowest scores, ties by
+    position), without its float64 argsort of all L scores per step:
+
+    1. :func:`theory.policies.rank_candidates`: the ``cands`` (K, static; default :data:`RANK_WIDTH`, at most L)
+       lowest scores, exactly sorted by (uint64 key, position), from two float32 ``lax.top_k`` passes and a sort
+       of K; exact for the first ``n_exact`` of them;
+    2. the policy's cut c from that prefix (``ranked_count`` with +inf past ``n_exact`` and a zero (L, V)
+       placeholder for the marginals, whose shape only it may read); the row is settled if c < n_exact, if
+       every masked position is in the exact prefix, or (``ranked_uses_scores`` false: Top-k) if c <= n_exact;
+    3. if every row is settled, the step reveals the masked positions among the first c candidates; otherwise
+       (the fallback) the whole batch takes the full route: one one-operand sort of all L uint64 keys
+       (:func:`theory.policies.sort_keys`), the reveal set by threshold (:func:`theory.policies.lowest_by_score`),
+       compacted into W slots, W the smallest of the static ``widths`` covering the step's largest reveal.
+
+    Values are drawn only at the revealed positions (``marginals_at`` where the denoiser has it, so that the
+    (B, L, V) marginals are not an operand of the ``lax.cond``), with the same per-position uniforms as
+    :func:`_run`. ``stats`` (static): also return the number of steps run and of fallback steps.
     """
-    from .policies import from_sort_keys, lowest_by_score, sort_keys
+    from .policies import from_sort_keys, lowest_by_score
 
     B = sample_keys.shape[0]
     V, L = denoiser.vocab_size, denoiser.length
+    K = min(int(L), RANK_WIDTH if cands is None else int(cands))
     rows = jnp.arange(B)[:, None]
     iota = jnp.arange(L, dtype=jnp.int32)
+    stub = jnp.zeros((L, V))  # ranked_count may read only the shape of the marginals
+    has_at = callable(getattr(denoiser, "marginals_at", None))
+    ranked_count = jax.vmap(policy.ranked_count, in_axes=(0, None, 0, 0))
 
-    def reveal(W, states, marg, sel, vkeys):
+    def draw(states, marg, pos, valid, vkeys):
+        """Values at ``pos`` (B, W) where ``valid``, from the conditionals at the step's start state."""
+        safe = jnp.where(valid, pos, 0)
+        m = denoiser.marginals_at(states, safe) if has_at else jnp.take_along_axis(marg, safe[..., None], axis=1)
+        vals = inverse_cdf(m, jax.vmap(position_uniforms)(vkeys, safe)).astype(jnp.int32)
+        return states.at[rows, jnp.where(valid, pos, L)].set(vals, mode="drop")
+
+    def full(W, states, marg, sel, vkeys):
         idx = jnp.cumsum(sel, axis=1, dtype=jnp.int32) - 1  # slot of each revealed position
         pos = jnp.full((B, W), L, jnp.int32).at[rows, jnp.where(sel, idx, W)].set(iota[None, :], mode="drop")
-        valid = pos < L
-        safe = jnp.where(valid, pos, 0)
-        m = jnp.take_along_axis(marg, safe[..., None], axis=1)  # (B, W, V)
-        u = jax.vmap(position_uniforms)(vkeys, safe)  # (B, W)
-        vals = inverse_cdf(m, u).astype(jnp.int32)
-        return states.at[rows, pos].set(vals, mode="drop")
+        return draw(states, marg, pos, pos < L, vkeys)
 
-    fns = [partial(reveal, W) for W in widths]
+    fulls = [partial(full, W) for W in widths]
+
+    def slow(states, marg, keys, masked, count, vkeys, cpos, take):
+        sorted_keys = jax.lax.sort(keys, dimension=1)  # one operand: the fast CPU sort
+        cut = ranked_count(states, stub, count, from_sort_keys(sorted_keys))  # (B,)
+        sel = masked & jax.vmap(lowest_by_score)(keys, sorted_keys, cut)  # (B, L)
+        n = jnp.sum(sel, axis=1, dtype=jnp.int32)
+        branch = jnp.sum(jnp.asarray(widths[:-1], jnp.int32) < jnp.max(n))
+        args = (states, marg, sel, vkeys)
+        return (fulls[0](*args) if len(fulls) == 1 else jax.lax.switch(branch, fulls, *args)), n
+
+    def fast(states, marg, keys, masked, count, vkeys, cpos, take):
+        return draw(states, marg, cpos, take, vkeys), jnp.sum(take, axis=1, dtype=jnp.int32)
 
     cond = _unfinished(num_rows, V)
 
     def body(c):
-        j, states, nfe = c
+        j, states, nfe, falls = c
         skeys, masked, count = _step_count(sample_keys, step_ids, step_values, j, states, mode, V, L)
         marg = denoiser.marginals(states)  # (B, L, V)
-        keys = sort_keys(jnp.where(masked, jax.vmap(policy.score)(states, marg), jnp.inf))  # (B, L) uint64
-        sorted_keys = jax.lax.sort(keys, dimension=1)  # one operand: the fast CPU sort
-        cut = jax.vmap(policy.ranked_count)(states, marg, count, from_sort_keys(sorted_keys))  # (B,)
-        sel = masked & jax.vmap(lowest_by_score)(keys, sorted_keys, cut)  # (B, L)
-        n = jnp.sum(sel, axis=1, dtype=jnp.int32)
+        score = jnp.where(masked, jax.vmap(policy.score)(states, marg), jnp.inf)  # (B, L)
+        keys, cpos, take, settled = ranked_candidates(policy, states, score, count, K, V)
         vkeys = fold_in(skeys, VALUES)
-        branch = jnp.sum(jnp.asarray(widths[:-1], jnp.int32) < jnp.max(n))
-        states = (
-            fns[0](states, marg, sel, vkeys) if len(fns) == 1 else jax.lax.switch(branch, fns, states, marg, sel, vkeys)
-        )
-        return j + 1, states, nfe + (n > 0).astype(jnp.int32)
+        ok = jnp.all(settled)
+        args = (states, marg if not has_at else (), keys, masked, count, vkeys, cpos, take)
+        states, n = jax.lax.cond(ok, fast, slow, *args)
+        return j + 1, states, nfe + (n > 0).astype(jnp.int32), falls + (~ok).astype(jnp.int32)
 
-    init = (jnp.int32(0), jnp.full((B, L), V, dtype=jnp.int32), jnp.zeros((B,), jnp.int32))
-    _, states, nfe = jax.lax.while_loop(cond, body, init)
-    return states, nfe
+    init = (jnp.int32(0), jnp.full((B, L), V, dtype=jnp.int32), jnp.zeros((B,), jnp.int32), jnp.int32(0))
+    j, states, nfe, falls = jax.lax.while_loop(cond, body, init)
+    return (states, nfe, j, falls) if stats else (states, nfe)
+
+
+def ranked_candidates(policy, states, score, count, K: int, vocab_size: int):
+    """Steps 1-2 of :func:`_run_ranked`: (keys (B, L) uint64, cpos (B, K) int32, take (B, K) bool, settled (B,)).
+
+    ``states`` (B, L) (mask id ``vocab_size``), ``score`` (B, L) the policy's scores with unmasked positions
+    at +inf, ``count`` (B,) the step's counts. Where ``settled``, the step reveals exactly the positions
+    ``cpos[take]`` (the masked positions among the c lowest scores, ties by position, c the policy's
+    ``ranked_count``); elsewhere only the full sort decides.
+    """
+    from .policies import from_sort_keys, rank_candidates, sort_keys
+
+    L = score.shape[-1]
+    slots = jnp.arange(K, dtype=jnp.int32)[None, :]
+    uses_scores = bool(getattr(policy, "ranked_uses_scores", True))
+    stub = jnp.zeros((L, vocab_size))  # ranked_count may read only the shape of the marginals
+    masked = states == vocab_size
+    keys = sort_keys(score)  # (B, L) uint64
+    cpos, ckeys, n_exact = rank_candidates(score, keys, K)
+    prefix = jnp.where(slots < n_exact[:, None], from_sort_keys(ckeys), jnp.inf)
+    cut = jax.vmap(policy.ranked_count, in_axes=(0, None, 0, 0))(states, stub, count, prefix)  # (B,)
+    cmask = jnp.take_along_axis(masked, cpos, axis=1)
+    covered = jnp.sum(cmask & (slots < n_exact[:, None]), axis=1) == jnp.sum(masked, axis=1)
+    settled = (cut < n_exact) | covered | ((not uses_scores) & (cut <= n_exact))
+    return keys, cpos, (slots < cut[:, None]) & cmask, settled
+
+
+#: The ranked path's default candidate width K (:func:`_run_ranked`, :func:`rank_width`).
+RANK_WIDTH = 32
+#: The smallest candidate width :func:`rank_width` picks.
+MIN_RANK_WIDTH = 16
+
+
+def rank_width(plan: Plan, policy, length: int) -> int:
+    """The ranked path's candidate width K (at most L). A policy whose cut does not read the scores
+    (``ranked_uses_scores`` false: TopK) settles a step whenever its cut is <= K: K = the power of two (>=
+    :data:`MIN_RANK_WIDTH`) covering ``TopK.k`` or the plan's largest fixed count. Otherwise (EB, Bernoulli
+    counts) :data:`RANK_WIDTH`. A step whose cut is not settled among the K candidates takes the full sort
+    (same tokens, slower: the candidate passes and the full sort): EB steps that reveal K or more tokens in
+    some row of the batch, i.e. EB with gamma well above (K / 2) times the entropy rate. At the benchmark
+    size (L = 1024, N = 64, |V| = 8, EB about 16 tokens per step) K = 32 settles every step; K = 64 is
+    ~10 % slower."""
+    need = None
+    if not getattr(policy, "ranked_uses_scores", True):
+        k = getattr(policy, "k", None)
+        if isinstance(k, (int, np.integer)) and not isinstance(k, bool):
+            need = int(k)
+        elif plan.mode == "fixed":
+            need = int(np.max(plan.values)) if plan.values.size else 1
+    K = RANK_WIDTH if need is None else max(MIN_RANK_WIDTH, 1 << (max(need, 1) - 1).bit_length())
+    return min(int(length), K)
 
 
 def is_ranked(policy) -> bool:
@@ -687,6 +763,7 @@ def _jitted(ordered, policy_traced: bool, denoiser_traced: bool):
     key = (path, policy_traced, denoiser_traced)
     if key not in _JITTED:
         static = ["widths"] if path != "general" else []
+        static += ["cands"] if path == "ranked" else []
         static += [] if policy_traced else ["policy"]
         static += [] if denoiser_traced else ["denoiser"]
         fns: dict[str, Callable] = {"general": _run, "ordered": _run_ordered, "ranked": _run_ranked}
@@ -815,17 +892,15 @@ def sample(
     bs = -(-bs // ndev) * ndev  # a multiple of the device count; extra samples are drawn and dropped
     mode = jnp.int32(MODES[plan.mode])
     run = _jitted(path, traceable(policy), traceable(denoiser))
+    kw: dict = {"widths": widths} if path != "general" else {}
     if path == "ranked":
-        widths = widths if width is not None else chunk_widths(L)
+        kw = {"widths": widths if width is not None else chunk_widths(L), "cands": rank_width(plan, policy, L)}
     toks, nfes = [], []
     for a in range(0, num, bs):
         keys = fold_in(key, jnp.arange(a, a + bs))
         if sharding is not None:
             keys = jax.device_put(keys, sharding)
-        if path != "general":
-            t, f = run(keys, step_ids, values, rows, denoiser=denoiser, policy=policy, mode=mode, widths=widths)
-        else:
-            t, f = run(keys, step_ids, values, rows, denoiser=denoiser, policy=policy, mode=mode)
+        t, f = run(keys, step_ids, values, rows, denoiser=denoiser, policy=policy, mode=mode, **kw)
         n = min(bs, num - a)
         toks.append(np.asarray(t)[:n])
         nfes.append(np.asarray(f)[:n])
