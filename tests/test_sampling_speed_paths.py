@@ -30,9 +30,26 @@ from hypothesis import strategies as st
 from synthetic import languages
 from theory import policies, rng
 from theory.pytree import register_dataclass
-from theory.sampling import UNROLLED_CDF, cumsum_last, incremental, is_ranked, position_uniforms, sample
+from theory.sampling import (
+    UNROLLED_CDF,
+    cumsum_last,
+    incremental,
+    is_ranked,
+    loop_compiler_options,
+    position_uniforms,
+    sample,
+)
 
-from strategies import ADVERSARIAL_KINDS, SMOOTH_KINDS, _sparsify, joint_of_kind, joints, kind_params, seeds
+from strategies import (
+    ADVERSARIAL_KINDS,
+    SMOOTH_KINDS,
+    _sparsify,
+    chain_partial_states,
+    joint_of_kind,
+    joints,
+    kind_params,
+    seeds,
+)
 
 V0, L0 = 3, 5  # one shape for the default draws: every example reuses the compiled loops
 
@@ -414,3 +431,18 @@ def test_ordered_path_with_cache_equals_without(lang, seed):
 @settings(max_examples=12)
 def test_ordered_path_with_cache_equals_without_slow(lang, steps, reveal, seed):
     _cache_equals_plain(lang, steps, reveal, seed)
+
+
+@given(lang=dense_chains(), seed=seeds)
+@settings(max_examples=3)
+def test_markov_marginals_at_is_marginals_bit_for_bit(lang, seed):
+    """The Markov oracle's marginals_at equals its gathered full marginals exactly, with XLA's default options
+    and with the Monte-Carlo loops' (the ranked path draws values from marginals_at, the general path from the
+    full marginals; the sum over V is added left to right by hand, so no fusion reorders it)."""
+    d = lang.denoiser()
+    states = jnp.asarray(chain_partial_states(lang, seed, 64, 0.6), dtype=jnp.int32)
+    pos = jnp.asarray(np.random.default_rng(seed).integers(0, CHAIN_L, (64, 16)), dtype=jnp.int32)
+    for opts in ({}, loop_compiler_options()):
+        full = jax.jit(lambda s, p: jnp.take_along_axis(d.marginals(s), p[..., None], axis=1), compiler_options=opts)
+        at = jax.jit(d.marginals_at, compiler_options=opts)
+        np.testing.assert_array_equal(np.asarray(at(states, pos)), np.asarray(full(states, pos)))
