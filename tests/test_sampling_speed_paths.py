@@ -284,7 +284,7 @@ u32 = st.integers(0, 2**32 - 1)
 EDGE_WORDS = [0, 1, 2, 2**31 - 1, 2**31, 2**32 - 1]
 
 
-@given(keys=st.lists(st.tuples(u32, u32), min_size=1, max_size=6),
+@given(keys=st.lists(st.tuples(u32, u32), min_size=6, max_size=6),  # one shape: one compilation
        data=st.lists(st.sampled_from(EDGE_WORDS) | u32, min_size=6, max_size=6))  # fmt: skip
 @settings(max_examples=10)
 def test_batched_fold_in_is_jax_fold_in(keys, data):
@@ -417,7 +417,7 @@ def _cache_equals_plain(lang, steps, reveal, seed):
 
 
 @given(lang=dense_chains(), seed=seeds)
-@settings(max_examples=3)
+@settings(max_examples=2)
 def test_ordered_path_with_cache_equals_without(lang, seed):
     """The static-order path with the cached mask and possibility flag draws the same tokens as with a full
     marginals_at call per step: 8 steps of ~5 tokens (parallel reveals on sparse chains reach impossible
@@ -434,7 +434,7 @@ def test_ordered_path_with_cache_equals_without_slow(lang, steps, reveal, seed):
 
 
 @given(lang=dense_chains(), seed=seeds)
-@settings(max_examples=3)
+@settings(max_examples=2)
 def test_markov_marginals_at_is_marginals_bit_for_bit(lang, seed):
     """The Markov oracle's marginals_at equals its gathered full marginals exactly, with XLA's default options
     and with the Monte-Carlo loops' (the ranked path draws values from marginals_at, the general path from the
