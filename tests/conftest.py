@@ -83,8 +83,8 @@ def run_quick(script, tmp_path_factory, *args: str):
 # ---- scheduling: xdist's loadfile hands out files in collection order, so the longest go first --------------
 #: test files by measured default-suite time (s, 2 quiet cores, 2026-11-30), longest first; others follow
 LONGEST_FIRST = ("test_orders", "test_eb", "test_anyprocess", "test_feng2025", "test_sampling", "test_energy",
-                 "test_chains", "test_variance", "test_models", "test_variance_reduction", "test_elbo", "test_train",
-                 "test_tasks", "test_sampling_speed_paths", "test_sparse_chain")  # fmt: skip
+                 "test_sampling_speed_paths", "test_chains", "test_variance", "test_models", "test_variance_reduction",
+                 "test_elbo", "test_train", "test_tasks", "test_sparse_chain")  # fmt: skip
 
 
 def pytest_collection_modifyitems(config, items):

@@ -416,6 +416,7 @@ def _cache_equals_plain(lang, steps, reveal, seed):
     np.testing.assert_array_equal(np.asarray(a.nfe), np.asarray(b.nfe))
 
 
+@pytest.mark.slow  # two compilations of the static-order loop (~4 s); the cache itself is checked by default above
 @given(lang=dense_chains(), seed=seeds)
 @settings(max_examples=2)
 def test_ordered_path_with_cache_equals_without(lang, seed):
@@ -434,7 +435,7 @@ def test_ordered_path_with_cache_equals_without_slow(lang, steps, reveal, seed):
 
 
 @given(lang=dense_chains(), seed=seeds)
-@settings(max_examples=2)
+@settings(max_examples=1)
 def test_markov_marginals_at_is_marginals_bit_for_bit(lang, seed):
     """The Markov oracle's marginals_at equals its gathered full marginals exactly, with XLA's default options
     and with the Monte-Carlo loops' (the ranked path draws values from marginals_at, the general path from the

@@ -43,7 +43,6 @@ from .sampling import (
     _run,
     _run_ordered,
     _run_ranked,
-    chunk_widths,
     is_ranked,
     loop_compiler_options,
     make_plan,
@@ -124,7 +123,7 @@ def _setup(denoiser, policy, steps, reveal, schedule, counts) -> _Setup:
         path = "ordered"
         widths = step_widths(plan, L) if callable(getattr(denoiser, "marginals_at", None)) else (L,)
     elif is_ranked(policy):
-        path, widths = "ranked", chunk_widths(L)
+        path, widths = "ranked", (L,)  # the full-sort fallback's one width, as in theory.sampling.sample
         return _Setup(path, step_ids, values, rows, jnp.int32(MODES[plan.mode]), widths, rank_width(plan, policy, L))
     else:
         path, widths = "general", ()

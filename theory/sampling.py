@@ -894,7 +894,9 @@ def sample(
     run = _jitted(path, traceable(policy), traceable(denoiser))
     kw: dict = {"widths": widths} if path != "general" else {}
     if path == "ranked":
-        kw = {"widths": widths if width is not None else chunk_widths(L), "cands": rank_width(plan, policy, L)}
+        # the full-sort fallback draws at one width, L (no lax.switch: it is rare, and a switch of log4(L) + 1
+        # branches made the loop's compilation ~1.5 s longer)
+        kw = {"widths": widths if width is not None else (L,), "cands": rank_width(plan, policy, L)}
     toks, nfes = [], []
     for a in range(0, num, bs):
         keys = fold_in(key, jnp.arange(a, a + bs))
