@@ -52,6 +52,7 @@ from .denoiser import check_denoiser
 from .joint import Joint
 from .policies import EntropyBounded, Policy, RandomOrder, TopK, pad_batch, register_policy, reveal_by_score
 from .pytree import traceable
+from .rng import fold_in
 from .sampling import Law, Samples, batched_marginals, inverse_cdf, position_uniforms
 from .schedules import Schedule, alphas_on_grid, cosine, linear
 from .states import strides
@@ -333,7 +334,7 @@ class SampledConfidenceSampler(Sampler):
         toks, nfes = [], []
         bs = _sampling._batch_bucket(num)
         for a in range(0, num, bs):
-            keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(a, a + bs))
+            keys = fold_in(key, jnp.arange(a, a + bs))
             t, f = run(keys, *arrs, tau_a, denoiser=denoiser)
             n = min(bs, num - a)
             toks.append(np.asarray(t)[:n])
@@ -420,6 +421,13 @@ def _conf_children(parent: int, marg, elig, k: int, tau: float, st, V: int):
     return child.reshape(-1), (pc[:, None] * pl).reshape(-1)
 
 
+def _step_keys(keys, n):
+    """Step n's value and noise keys of every sample: fold_in(fold_in(k_i, n), VALUES / NOISE) (batched fold_in,
+    bit for bit jax.random.fold_in)."""
+    skeys = fold_in(keys, n)
+    return fold_in(skeys, VALUES), fold_in(skeys, NOISE)
+
+
 def _conf_run(keys, counts, lo, hi, tau, denoiser):
     """Jitted Monte-Carlo loop of :class:`SampledConfidenceSampler` (N = counts.shape[0] steps)."""
     B = keys.shape[0]
@@ -428,9 +436,7 @@ def _conf_run(keys, counts, lo, hi, tau, denoiser):
 
     def body(n, c):
         states, nfe = c
-        skeys = jax.vmap(lambda k: jax.random.fold_in(k, n))(keys)
-        vkeys = jax.vmap(lambda k: jax.random.fold_in(k, VALUES))(skeys)
-        gkeys = jax.vmap(lambda k: jax.random.fold_in(k, NOISE))(skeys)
+        vkeys, gkeys = _step_keys(keys, n)
         marg = denoiser.marginals(states)  # (B, L, V)
         u = jax.vmap(lambda k: position_uniforms(k, pos))(vkeys)  # (B, L)
         vals = inverse_cdf(marg, u).astype(jnp.int32)  # (B, L)
@@ -539,7 +545,7 @@ class ReMDMSampler(Sampler):
         toks, nfes = [], []
         bs = _sampling._batch_bucket(num)
         for a in range(0, num, bs):
-            keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(a, a + bs))
+            keys = fold_in(key, jnp.arange(a, a + bs))
             t, f = run(keys, jnp.asarray(sigma), jnp.asarray(pu), denoiser=denoiser)
             n = min(bs, num - a)
             toks.append(np.asarray(t)[:n])
@@ -596,9 +602,7 @@ def _remdm_run(keys, sigma, pu, denoiser):
 
     def body(n, c):
         states, nfe = c
-        skeys = jax.vmap(lambda k: jax.random.fold_in(k, n))(keys)
-        vkeys = jax.vmap(lambda k: jax.random.fold_in(k, VALUES))(skeys)
-        ukeys = jax.vmap(lambda k: jax.random.fold_in(k, NOISE))(skeys)
+        vkeys, ukeys = _step_keys(keys, n)
         marg = denoiser.marginals(states)  # (B, L, V)
         vals = inverse_cdf(marg, jax.vmap(lambda k: position_uniforms(k, pos))(vkeys)).astype(jnp.int32)
         u = jax.vmap(lambda k: jax.random.uniform(k, (L,), dtype=jnp.float64))(ukeys)  # (B, L)
