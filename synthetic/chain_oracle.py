@@ -28,7 +28,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from theory.policies import planes_score, proxy_score
 from theory.pytree import register_dataclass
+from theory.reductions import UNROLLED, sum_last, sum_terms
 from theory.validation import as_f64, check_size
 
 
@@ -81,6 +83,12 @@ class MarkovDenoiser:
         return _markov_marginals_at_jit(
             self.left, self.right, jnp.asarray(states), jnp.asarray(positions), self.vocab_size, not self.positive
         )
+
+    def scores(self, states, proxy: str) -> jax.Array:
+        """``theory.policies.proxy_score`` of the conditionals at every position, (B, L), bit for bit
+        ``proxy_score(self.marginals(states), proxy)`` without storing the (B, L, V) marginals: the V values of
+        a position are computed, normalised and scored in one pass (the sampler's ranked path, Top-k / EB)."""
+        return _scores_jit(self.left, self.right, jnp.asarray(states), proxy, self.vocab_size, not self.positive)
 
     # the incremental face (theory.denoiser): what the sampler's static-order path carries between steps
     def init_cache(self, states):
@@ -210,26 +218,21 @@ def _markov_at(left, right, states, positions, V, check=True):
     return lf, rt, vis_p, tok_p, ok, logq
 
 
-def sum_last(x):
-    """Sum over the last axis, added left to right in unrolled code for up to 16 terms: the same bits in every
-    shape and fusion (``marginals`` and ``marginals_at`` must agree exactly; XLA's own reduction order can
-    depend on the shape and on the compile options)."""
-    n = x.shape[-1]
-    if n > 16:
-        return jnp.sum(x, axis=-1)
-    out = x[..., 0]
-    for v in range(1, n):
-        out = out + x[..., v]
-    return out
+def settle(products):
+    """Non-negative products as rounded numbers: XLA:CPU lets LLVM contract a product and the sum it feeds into
+    one fused multiply-add (one rounding fewer) wherever both land in one fusion, so the same sum of products
+    can round differently in ``marginals`` and ``scores``. A select between them (here, of equal values: the
+    products are >= 0) leaves nothing to contract."""
+    return jnp.where(products > 0, products, 0.0)
 
 
 def _conditionals(lf, rt, vis_p, tok_p, ok, V: int):
     """Normalised lf * rt at masked positions (uniform if the state is impossible or the row is all zero),
     the one-hot token at visible ones: (B, K, V)."""
-    num = lf * rt  # (B, K, V)
+    num = settle(lf * rt)  # (B, K, V)
     den = sum_last(num)[..., None]
     good = ok[:, None, None] & (den > 0)
-    cond = jnp.where(good, num / jnp.where(good, den, 1.0), 1.0 / V)
+    cond = jnp.where(good, num * (1.0 / jnp.where(good, den, 1.0)), 1.0 / V)  # one reciprocal, as in _scores_impl
     onehot = jax.nn.one_hot(tok_p, V, dtype=jnp.float64)
     return jnp.where(vis_p[..., None], onehot, cond)
 
@@ -292,6 +295,51 @@ def _update_cache_impl(left, cache, states, positions, valid, V: int, check: boo
     return words, ok & jnp.all(~valid | (in_ok & out_ok), axis=1)
 
 
+def _row_offsets(states, V: int):
+    """For every position of states (B, L): its left-factor row in ``left`` and right-factor row in ``right``
+    (what :func:`_neighbour_factors` gathers), by two scans instead of neighbour queries.
+
+    j V - x_j grows with j for visible j (x_j < V), so the running max of it over the visible j < i is
+    a V - x_a of the nearest visible a, and i V - (a V - x_a) = (i - a) V + x_a is the row of P^{i-a}[x_a, :];
+    likewise the running min of j V + x_j over the visible j > i gives (b - i) V + x_b."""
+    B, L = states.shape
+    vis = states != V
+    j = jnp.arange(L, dtype=jnp.int32)[None, :]
+    lo, hi = jnp.iinfo(jnp.int32).min, jnp.iinfo(jnp.int32).max
+    cl = jax.lax.associative_scan(jnp.maximum, jnp.where(vis, j * V - states, lo), axis=1)
+    cr = jax.lax.associative_scan(jnp.minimum, jnp.where(vis, j * V + states, hi), axis=1, reverse=True)
+    cl = jnp.concatenate([jnp.full((B, 1), lo, jnp.int32), cl[:, :-1]], axis=1)  # strictly left of i
+    cr = jnp.concatenate([cr[:, 1:], jnp.full((B, 1), hi, jnp.int32)], axis=1)  # strictly right of i
+    lrow = jnp.where(cl > lo, j * V - cl, (L + 1) * V + j)
+    rrow = jnp.where(cr < hi, cr - j * V, (L + 1) * V)
+    return lrow, rrow
+
+
+def _scores_impl(left, right, states, proxy: str, V: int, check: bool):
+    """``proxy_score(marginals(states), proxy)`` (B, L), plane by plane: for each value v the scalar gathers
+    P^{i-a}[x_a, v] and P^{b-i}[v, x_b], normalised by one reciprocal of their left-to-right sum, as
+    :func:`_conditionals` does; the possibility flag from the same rows. V > 16: through the marginals."""
+    states = states.astype(jnp.int32)
+    if V > UNROLLED:
+        return proxy_score(_markov_marginals_impl(left, right, states, V, check), proxy)
+    B, L = states.shape
+    vis = states != V
+    tok = jnp.where(vis, states, 0)
+    lrow, rrow = _row_offsets(states, V)
+    lflat, rflat = left.reshape(-1), right.reshape(-1)
+    if check:  # every visible token possible given its nearest visible left neighbour (or its marginal)
+        ok = jnp.all(jnp.where(vis, lflat[lrow * V + tok] > 0, True), axis=1, keepdims=True)
+    else:
+        ok = jnp.ones((B, 1), bool)
+    num = [settle(lflat[lrow * V + v] * rflat[rrow * V + v]) for v in range(V)]
+    den = sum_terms(num)
+    good = ok & (den > 0)
+    r = 1.0 / jnp.where(good, den, 1.0)
+    cond = [jnp.where(good, n * r, 1.0 / V) for n in num]  # the normalised conditionals, as _conditionals
+    planes = [jnp.where(vis, (tok == v).astype(jnp.float64), c) for v, c in enumerate(cond)]
+    return planes_score(planes, proxy)
+
+
 def _markov_marginals_impl(left, right, states, V, check=True):
     B, L = states.shape
     pos = jnp.broadcast_to(jnp.arange(L, dtype=jnp.int32), (B, L))
@@ -315,6 +363,7 @@ def markov_denoiser(lang) -> MarkovDenoiser:
 
 
 _markov_marginals_jit = jax.jit(_markov_marginals_impl, static_argnums=(3, 4))
+_scores_jit = jax.jit(_scores_impl, static_argnums=(3, 4, 5))
 _markov_marginals_at_jit = jax.jit(_markov_marginals_at_impl, static_argnums=(4, 5))
 _init_cache_jit = jax.jit(_init_cache_impl, static_argnums=(2, 3))
 _marginals_at_cached_jit = jax.jit(_marginals_at_cached_impl, static_argnums=(5,))

@@ -387,7 +387,7 @@ def test_markov_cache_follows_the_state(lang, seed):
 @register_dataclass(data_fields=("inner",))  # traced: one compilation for every chain of the shape
 @dataclass(frozen=True)
 class _PlainMarginals:
-    """The Markov oracle without its incremental face (marginals and marginals_at only)."""
+    """The Markov oracle without its incremental and scores faces (marginals and marginals_at only)."""
 
     inner: object
 
@@ -443,7 +443,80 @@ def test_markov_marginals_at_is_marginals_bit_for_bit(lang, seed):
     d = lang.denoiser()
     states = jnp.asarray(chain_partial_states(lang, seed, 64, 0.6), dtype=jnp.int32)
     pos = jnp.asarray(np.random.default_rng(seed).integers(0, CHAIN_L, (64, 16)), dtype=jnp.int32)
-    for opts in ({}, loop_compiler_options()):
+    for opts in ({}, loop_compiler_options(), *optimised_option_sets()):
         full = jax.jit(lambda s, p: jnp.take_along_axis(d.marginals(s), p[..., None], axis=1), compiler_options=opts)
         at = jax.jit(d.marginals_at, compiler_options=opts)
         np.testing.assert_array_equal(np.asarray(at(states, pos)), np.asarray(full(states, pos)))
+
+
+def optimised_option_sets():
+    """XLA's default options and the Monte-Carlo loops', both at LLVM's full optimisation level: the test process
+    compiles at level 0 (conftest), where LLVM fuses no multiply-add, so a rounding difference between two
+    programs that only appears with fused multiply-adds would pass unseen."""
+    full = {"xla_backend_optimization_level": 3}
+    return (full, {**loop_compiler_options(), **full})
+
+
+# ---- the Markov oracle's scores face (the ranked path's Top-k / EB scores without the (B, L, V) marginals) ----
+def _face_equals_proxy_score(d, states, option_sets):
+    """Every proxy, one program each (as the ranked path compiles it), against proxy_score of the marginals
+    stored by their own program (in one program with the scores XLA may fuse both alike and hide a rounding
+    difference). ``d`` is a traced argument: one compilation per shape and option set."""
+    for opts in option_sets:
+        marg = jax.jit(lambda dd, x: dd.marginals(x), compiler_options=opts)(d, states)
+        for proxy in policies.PROXIES:
+            face = jax.jit(lambda dd, x, p=proxy: dd.scores(x, p), compiler_options=opts)(d, states)
+            ref = jax.jit(lambda m, p=proxy: policies.proxy_score(m, p), compiler_options=opts)(marg)
+            np.testing.assert_array_equal(np.asarray(face), np.asarray(ref), err_msg=f"{proxy} {opts}")
+
+
+@given(lang=dense_chains(), seed=seeds)
+@settings(max_examples=3)
+def test_markov_scores_face_is_proxy_score_bit_for_bit(lang, seed):
+    """scores(states, proxy) = proxy_score(marginals(states), proxy) exactly, for every proxy, with XLA's default
+    options and the loops' (the products are settled before their sum, so no fused multiply-add rounds one of
+    them differently in either program), on sparse, absorbing and deterministic chains with impossible states."""
+    states = jnp.asarray(chain_partial_states(lang, seed, 64, 0.6), dtype=jnp.int32)
+    _face_equals_proxy_score(lang.denoiser(), states, optimised_option_sets()[1:])  # the loops' options
+
+
+@pytest.mark.slow  # new shapes: new compilations
+@pytest.mark.parametrize("V", [2, 3, 8, 17])  # 17: through the marginals (more values than the unrolled sums take)
+def test_markov_scores_face_one_program_per_proxy(V):
+    r = np.random.default_rng(V)
+    trans = _sparsify(r, r.dirichlet(np.full(V, 0.3), size=V), 0.4)
+    lang = languages.MarkovChain(r.dirichlet(np.ones(V)), trans, 45)
+    states = jnp.asarray(chain_partial_states(lang, V, 32, 0.7), dtype=jnp.int32)
+    _face_equals_proxy_score(lang.denoiser(), states, optimised_option_sets())
+
+
+def _face_run(lang, policy, seed, without_face=False):
+    from theory.sampling import scores_face
+
+    d = lang.denoiser()
+    key = jax.random.PRNGKey(seed)
+    assert scores_face(d, policy) and not scores_face(_PlainMarginals(d), policy)
+    _same(d, policy, 6, key, num=16)
+    if without_face:
+        a = sample(key, _PlainMarginals(d), policy, 6, num=16, path="ranked")
+        b = sample(key, d, policy, 6, num=16, path="ranked")
+        np.testing.assert_array_equal(np.asarray(a.tokens), np.asarray(b.tokens))
+
+
+@given(lang=dense_chains(), seed=seeds)
+@settings(max_examples=1)
+def test_ranked_path_with_scores_face_equals_general_path(lang, seed):
+    """EB on a Markov chain: the ranked path, which takes the entropies from the denoiser's scores face, draws
+    the general path's tokens; the slow twin adds Top-k and the ranked path without the face."""
+    _face_run(lang, policies.EntropyBounded(0.2), seed)
+
+
+@pytest.mark.slow  # four more loop compilations
+@given(
+    lang=dense_chains(),
+    seed=seeds,
+    policy=st.sampled_from([policies.TopK("confidence"), policies.TopK("margin"), policies.EntropyBounded(0.0)]),
+)
+@settings(max_examples=6)
+def test_ranked_path_with_scores_face_equals_general_path_slow(lang, seed, policy):
+    _face_run(lang, policy, seed, without_face=True)

@@ -15,7 +15,10 @@ incremental face of the static-order path, ``init_cache(states) -> cache`` (a py
 arrays), ``marginals_at_cached(cache, states, positions)`` (equal to ``marginals_at``) and
 ``update_cache(cache, states, positions, valid)`` (the cache of ``states``, reached from the cached state by
 revealing ``positions[valid]``), so that a step need not look at the whole state again (the Markov oracle
-keeps its packed visibility mask and possibility flag, :mod:`synthetic.chain_oracle`).
+keeps its packed visibility mask and possibility flag, :mod:`synthetic.chain_oracle`); and the scores face of
+the ranked path (Top-k, EB), ``scores(states, proxy) -> (B, L)``, bit for bit
+``theory.policies.proxy_score(marginals(states), proxy)`` for every proxy, without storing the (B, L, V)
+marginals (the Markov oracle computes them value by value).
 
 The exact denoiser of a joint q uses the table of *cylinder sums* C over (V+1)**L,
 C[z] = sum of q(x) over the sequences x consistent with z (agreeing on z's visible positions). It is

@@ -54,6 +54,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .pytree import register_dataclass
+from .reductions import sum_last, sum_terms
 
 PROXIES = ("confidence", "margin", "entropy")
 
@@ -157,10 +158,15 @@ def rank_candidates(score, keys, K: int):
     return cpos, ckeys, n_exact.astype(jnp.int32)
 
 
+def _plogp(p):
+    """p log p, 0 where p = 0 (elementwise)."""
+    return jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0)
+
+
 def token_entropy(marginals):
-    """Entropy in nats of each position's conditional, (..., L, V) -> (..., L)."""
-    p = marginals
-    return -jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0), axis=-1)
+    """Entropy in nats of each position's conditional, (..., L, V) -> (..., L); the V terms added left to right
+    (:func:`theory.reductions.sum_last`), so :func:`planes_score` gives the same bits."""
+    return -sum_last(_plogp(marginals))
 
 
 def proxy_score(marginals, proxy: str):
@@ -175,6 +181,27 @@ def proxy_score(marginals, proxy: str):
         return -(top2[..., 0] - top2[..., 1])
     if proxy == "entropy":
         return token_entropy(marginals)
+    raise ValueError(f"unknown proxy {proxy!r}; choose one of {PROXIES}.")
+
+
+def planes_score(planes, proxy: str):
+    """:func:`proxy_score` from the V planes of the marginals, ``planes[v]`` = marginals[..., v], each (...,):
+    the same bits as ``proxy_score(jnp.stack(planes, -1), proxy)`` for V <= :data:`theory.reductions.UNROLLED`
+    (max is exact in any order; the entropy's terms are added left to right in both). For a denoiser that
+    computes its conditionals plane by plane and never stores (..., L, V) (the Markov oracle's ``scores``)."""
+    if proxy == "confidence":
+        top = planes[0]
+        for p in planes[1:]:
+            top = jnp.maximum(top, p)
+        return -top
+    if proxy == "margin":  # the two largest values with multiplicity, as lax.top_k(., 2)
+        top, second = planes[0], jnp.full_like(planes[0], -jnp.inf)
+        for p in planes[1:]:
+            second = jnp.maximum(second, jnp.minimum(top, p))
+            top = jnp.maximum(top, p)
+        return -(top - second)
+    if proxy == "entropy":
+        return -sum_terms([_plogp(p) for p in planes])
     raise ValueError(f"unknown proxy {proxy!r}; choose one of {PROXIES}.")
 
 
@@ -381,6 +408,7 @@ class TopK(ScorePolicy):
         return super().select(key, state, marginals, c)
 
     ranked = True  # the sampler's ranked fast path applies (see ranked_count)
+    score_is_proxy = True  # score(state, marginals) is proxy_score(marginals, proxy): a denoiser's `scores` may give it
     ranked_uses_scores = False  # the cut is the count: it never reads the sorted scores
 
     def ranked_count(self, state, marginals, count, sorted_scores):
@@ -440,6 +468,7 @@ class EntropyBounded(Policy):
 
     uses_count = False
     deterministic = True
+    score_is_proxy = True  # score(state, marginals) is proxy_score(marginals, proxy): a denoiser's `scores` may give it
 
     def __post_init__(self):
         _check_proxy(self.proxy)

@@ -36,8 +36,9 @@ from scipy.stats import binom
 from .denoiser import ExactDenoiser, check_denoiser
 from .exact_layers import check_layered_size, check_sparse_size, layered_run, sparse_run
 from .joint import Joint
-from .policies import FixedOrder, LeftToRight, RandomOrder, check_policy
+from .policies import PROXIES, FixedOrder, LeftToRight, RandomOrder, check_policy
 from .pytree import traceable
+from .reductions import UNROLLED, cumsum_last
 from .rng import _typed, bits64, fold_in
 from .schedules import Schedule, check_counts, fixed_counts, linear, reveal_probs
 from .states import strides
@@ -389,18 +390,7 @@ def chunk_widths(length: int) -> tuple:
 
 #: Up to this V, :func:`inverse_cdf` adds the CDF up left to right in unrolled code (XLA:CPU's ``cumsum`` is a
 #: slow ``reduce_window``; it adds left to right as well up to V = 17, bit for bit, and in another order above).
-UNROLLED_CDF = 16
-
-
-def cumsum_last(p):
-    """Cumulative sum over the last axis; for V <= :data:`UNROLLED_CDF` left to right, unrolled."""
-    V = p.shape[-1]
-    if V > UNROLLED_CDF:
-        return jnp.cumsum(p, axis=-1)
-    out = [p[..., 0]]
-    for v in range(1, V):
-        out.append(out[-1] + p[..., v])
-    return jnp.stack(out, axis=-1)
+UNROLLED_CDF = UNROLLED
 
 
 def step_widths(plan: Plan, length: int) -> tuple:
@@ -623,6 +613,7 @@ def _run_ranked(sample_keys, step_ids, step_values, num_rows, denoiser, policy, 
     iota = jnp.arange(L, dtype=jnp.int32)
     stub = jnp.zeros((L, V))  # ranked_count may read only the shape of the marginals
     has_at = callable(getattr(denoiser, "marginals_at", None))
+    face = scores_face(denoiser, policy)
     ranked_count = jax.vmap(policy.ranked_count, in_axes=(0, None, 0, 0))
 
     def draw(states, marg, pos, valid, vkeys):
@@ -656,8 +647,14 @@ def _run_ranked(sample_keys, step_ids, step_values, num_rows, denoiser, policy, 
     def body(c):
         j, states, nfe, falls = c
         skeys, masked, count = _step_count(sample_keys, step_ids, step_values, j, states, mode, V, L)
-        marg = denoiser.marginals(states)  # (B, L, V)
-        score = jnp.where(masked, jax.vmap(policy.score)(states, marg), jnp.inf)  # (B, L)
+        if face:  # the policy's scores straight from the denoiser: no (B, L, V) marginals
+            marg = None
+            score = jnp.where(masked, denoiser.scores(states, policy.proxy), jnp.inf)  # (B, L)
+        else:
+            marg = denoiser.marginals(states)  # (B, L, V)
+            score = jnp.where(masked, jax.vmap(policy.score)(states, marg), jnp.inf)  # (B, L)
+        if marg is None and not has_at:
+            marg = denoiser.marginals(states)
         keys, cpos, take, settled = ranked_candidates(policy, states, score, count, K, V)
         vkeys = fold_in(skeys, VALUES)
         ok = jnp.all(settled)
@@ -668,6 +665,17 @@ def _run_ranked(sample_keys, step_ids, step_values, num_rows, denoiser, policy, 
     init = (jnp.int32(0), jnp.full((B, L), V, dtype=jnp.int32), jnp.zeros((B,), jnp.int32), jnp.int32(0))
     j, states, nfe, falls = jax.lax.while_loop(cond, body, init)
     return (states, nfe, j, falls) if stats else (states, nfe)
+
+
+def scores_face(denoiser, policy) -> bool:
+    """Whether the ranked path takes the policy's scores from the denoiser's ``scores(states, proxy)`` face
+    (bit for bit ``proxy_score(marginals(states), proxy)``, :mod:`theory.denoiser`): the denoiser has it and
+    the policy's ``score`` is ``proxy_score`` of its ``proxy`` (``score_is_proxy``: TopK, EntropyBounded)."""
+    return (
+        callable(getattr(denoiser, "scores", None))
+        and bool(getattr(policy, "score_is_proxy", False))
+        and getattr(policy, "proxy", None) in PROXIES
+    )
 
 
 def ranked_candidates(policy, states, score, count, K: int, vocab_size: int):
