@@ -136,7 +136,7 @@ def rank_candidates(score, keys, K: int):
        (``n_exact`` < K: a zero, inf or NaN bin wider than the offsets).
     """
     umax = jnp.uint64(np.iinfo(np.uint64).max)
-    s32 = float32_image(score)
+    s32 = float32_image(from_sort_keys(keys))  # from the keys: XLA then need not recompute the scores
     top, _ = jax.lax.top_k(-s32, K)
     T = -jnp.min(top, axis=-1, keepdims=True)  # a reduction, not a slice: XLA:CPU keeps its TopK kernel only
     # for a sort whose results are read as whole [:K] slices (top[..., -1:] would turn it into a full sort)
