@@ -74,6 +74,8 @@ class MarkovDenoiser:
     left: jax.Array
     right: jax.Array
     positive: bool = False  # init > 0 and trans > 0 entrywise: every state is possible, skip that check
+    #: marginals_at gives the rows of marginals bit for bit in any program (the same code; sums in a fixed order)
+    exact_marginals_at = True
 
     def marginals(self, states) -> jax.Array:
         return _markov_marginals_jit(self.left, self.right, jnp.asarray(states), self.vocab_size, not self.positive)

@@ -10,7 +10,9 @@ per-position conditional marginals (B, L, V). Conventions shared by every denois
   can ``jit``/``vmap`` through it.
 
 Optional faces the Monte-Carlo sampler (:func:`theory.sampling.sample`) uses when a denoiser has them:
-``marginals_at(states, positions (B, K)) -> (B, K, V)``, the conditionals at K positions only; and the
+``marginals_at(states, positions (B, K)) -> (B, K, V)``, the conditionals at K positions only (the ranked path
+draws from it only if the denoiser also sets ``exact_marginals_at = True``: its rows are the full marginals' rows
+bit for bit in any program); and the
 incremental face of the static-order path, ``init_cache(states) -> cache`` (a pytree of batch-leading
 arrays), ``marginals_at_cached(cache, states, positions)`` (equal to ``marginals_at``) and
 ``update_cache(cache, states, positions, valid)`` (the cache of ``states``, reached from the cached state by

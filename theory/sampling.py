@@ -600,8 +600,8 @@ def _run_ranked(sample_keys, step_ids, step_values, num_rows, denoiser, policy, 
        (:func:`theory.policies.sort_keys`), the reveal set by threshold (:func:`theory.policies.lowest_by_score`),
        compacted into W slots, W the smallest of the static ``widths`` covering the step's largest reveal.
 
-    Values are drawn only at the revealed positions (``marginals_at`` where the denoiser has it, so that the
-    (B, L, V) marginals are not an operand of the ``lax.cond``), with the same per-position uniforms as
+    Values are drawn only at the revealed positions (``marginals_at`` where it is exact, :func:`exact_marginals_at`,
+    so that the (B, L, V) marginals are not an operand of the ``lax.cond``), with the same per-position uniforms as
     :func:`_run`. ``stats`` (static): also return the number of steps run and of fallback steps.
     """
     from .policies import from_sort_keys, lowest_by_score
@@ -612,7 +612,7 @@ def _run_ranked(sample_keys, step_ids, step_values, num_rows, denoiser, policy, 
     rows = jnp.arange(B)[:, None]
     iota = jnp.arange(L, dtype=jnp.int32)
     stub = jnp.zeros((L, V))  # ranked_count may read only the shape of the marginals
-    has_at = callable(getattr(denoiser, "marginals_at", None))
+    has_at = exact_marginals_at(denoiser)
     face = scores_face(denoiser, policy)
     ranked_count = jax.vmap(policy.ranked_count, in_axes=(0, None, 0, 0))
 
@@ -665,6 +665,15 @@ def _run_ranked(sample_keys, step_ids, step_values, num_rows, denoiser, policy, 
     init = (jnp.int32(0), jnp.full((B, L), V, dtype=jnp.int32), jnp.zeros((B,), jnp.int32), jnp.int32(0))
     j, states, nfe, falls = jax.lax.while_loop(cond, body, init)
     return (states, nfe, j, falls) if stats else (states, nfe)
+
+
+def exact_marginals_at(denoiser) -> bool:
+    """Whether the ranked path may draw values from ``denoiser.marginals_at`` instead of the full marginals: the
+    denoiser has it and declares ``exact_marginals_at`` (its rows are the full marginals' rows bit for bit in
+    any program, as the Markov oracle's are: the same code at K or L positions, sums in a fixed order). Others
+    (forward-backward, sparse chains) contract over hidden states with XLA's dot, whose order of summation
+    depends on the shape, so the ranked path gathers their rows from the full marginals, as the general path."""
+    return callable(getattr(denoiser, "marginals_at", None)) and bool(getattr(denoiser, "exact_marginals_at", False))
 
 
 def scores_face(denoiser, policy) -> bool:
