@@ -862,7 +862,11 @@ def sample(
     the ranked fast path (:func:`_run_ranked`: no full float64 sort per step, values drawn only at the
     revealed positions). ``path``: "auto" (the fastest that applies), or "general" (the denoiser's
     marginals and the policy's ``select`` at every step, the reference the fast paths are tested
-    against), "ordered" or "ranked" to insist on one; all give the same tokens.
+    against), "ordered" or "ranked" to insist on one; all give the same tokens. (The ordered path draws
+    from ``marginals_at``; for a denoiser whose ``marginals_at`` is not exact (``exact_marginals_at``, e.g.
+    forward-backward: a dot over hidden states, summed in a shape-dependent order) its conditionals may differ
+    from the full marginals in the last bit, so a draw differs only if its uniform falls within that bit of a
+    CDF boundary: probability ~1e-16 per draw.)
 
     Returns :class:`Samples`: ``tokens`` (num, L) int32 and ``nfe`` (num,) int32, the number of steps
     that revealed at least one token.
