@@ -26,7 +26,8 @@ def sum_last(x):
 
 
 def sum_terms(terms):
-    """Left-to-right sum of a list of equally shaped arrays: :func:`sum_last` of their stack, bit for bit."""
+    """Left-to-right sum of a list of equally shaped arrays: :func:`sum_last` of their stack, bit for bit, for up
+    to :data:`UNROLLED` terms (above that :func:`sum_last` is XLA's reduction and the two may differ)."""
     out = terms[0]
     for t in terms[1:]:
         out = out + t
