@@ -438,12 +438,13 @@ def test_ordered_path_with_cache_equals_without_slow(lang, steps, reveal, seed):
 @settings(max_examples=1)
 def test_markov_marginals_at_is_marginals_bit_for_bit(lang, seed):
     """The Markov oracle's marginals_at equals its gathered full marginals exactly, with XLA's default options
-    and with the Monte-Carlo loops' (the ranked path draws values from marginals_at, the general path from the
-    full marginals; the sum over V is added left to right by hand, so no fusion reorders it)."""
+    and with the Monte-Carlo loops', both at LLVM level 3 (the ranked path draws values from marginals_at, the
+    general path from the full marginals; the sum over V is added left to right by hand and its products are
+    settled, so no fusion reorders or contracts it)."""
     d = lang.denoiser()
     states = jnp.asarray(chain_partial_states(lang, seed, 64, 0.6), dtype=jnp.int32)
     pos = jnp.asarray(np.random.default_rng(seed).integers(0, CHAIN_L, (64, 16)), dtype=jnp.int32)
-    for opts in ({}, loop_compiler_options(), *optimised_option_sets()):
+    for opts in optimised_option_sets():  # at LLVM level 3: level 0 (the test process's) fuses no multiply-add
         full = jax.jit(lambda s, p: jnp.take_along_axis(d.marginals(s), p[..., None], axis=1), compiler_options=opts)
         at = jax.jit(d.marginals_at, compiler_options=opts)
         np.testing.assert_array_equal(np.asarray(at(states, pos)), np.asarray(full(states, pos)))
@@ -458,15 +459,32 @@ def optimised_option_sets():
 
 
 # ---- the Markov oracle's scores face (the ranked path's Top-k / EB scores without the (B, L, V) marginals) ----
+_FACE_JITS: dict = {}
+
+
+def _face_jit(what: str, proxy: str | None, opts: dict):
+    """One jitted function per (what, proxy, options), reused by every hypothesis example of a shape (the
+    denoiser is a traced argument)."""
+    key = (what, proxy, tuple(sorted(opts.items())))
+    if key not in _FACE_JITS:
+        fns = {
+            "marginals": lambda dd, x: dd.marginals(x),
+            "scores": lambda dd, x: dd.scores(x, proxy),
+            "proxy_score": lambda m: policies.proxy_score(m, proxy),
+        }
+        _FACE_JITS[key] = jax.jit(fns[what], compiler_options=opts)
+    return _FACE_JITS[key]
+
+
 def _face_equals_proxy_score(d, states, option_sets):
     """Every proxy, one program each (as the ranked path compiles it), against proxy_score of the marginals
     stored by their own program (in one program with the scores XLA may fuse both alike and hide a rounding
-    difference). ``d`` is a traced argument: one compilation per shape and option set."""
+    difference)."""
     for opts in option_sets:
-        marg = jax.jit(lambda dd, x: dd.marginals(x), compiler_options=opts)(d, states)
+        marg = _face_jit("marginals", None, opts)(d, states)
         for proxy in policies.PROXIES:
-            face = jax.jit(lambda dd, x, p=proxy: dd.scores(x, p), compiler_options=opts)(d, states)
-            ref = jax.jit(lambda m, p=proxy: policies.proxy_score(m, p), compiler_options=opts)(marg)
+            face = _face_jit("scores", proxy, opts)(d, states)
+            ref = _face_jit("proxy_score", proxy, opts)(marg)
             np.testing.assert_array_equal(np.asarray(face), np.asarray(ref), err_msg=f"{proxy} {opts}")
 
 
