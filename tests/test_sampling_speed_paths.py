@@ -10,6 +10,9 @@
   path (``path="general"``: the policy's ``select`` with its float64 argsort, values drawn at every
   position) — bit for bit, tokens and NFE, on adversarial tables (sparse supports, constraints,
   near-deterministic) and sparse-row chains;
+* the Markov oracle's scores face (the ranked path's Top-k / EB scores without the (B, L, V) marginals) against
+  proxy_score of its stored marginals, bit for bit, compiled at LLVM level 3 (the test process compiles at 0,
+  where no multiply-add is fused and a last-bit difference between two programs would pass unseen);
 * its pieces against their references: ``sort_keys`` orders floats as ``lax.sort`` does (-0.0 = 0.0, NaN
   last), ``lowest_by_score`` is ``reveal_by_score`` (ties by position), the top-K candidate selection
   (``ranked_candidates``) is the full sort's selection wherever it settles the step, it does not settle a
@@ -491,9 +494,10 @@ def _face_equals_proxy_score(d, states, option_sets):
 @given(lang=dense_chains(), seed=seeds)
 @settings(max_examples=3)
 def test_markov_scores_face_is_proxy_score_bit_for_bit(lang, seed):
-    """scores(states, proxy) = proxy_score(marginals(states), proxy) exactly, for every proxy, with XLA's default
-    options and the loops' (the products are settled before their sum, so no fused multiply-add rounds one of
-    them differently in either program), on sparse, absorbing and deterministic chains with impossible states."""
+    """scores(states, proxy) = proxy_score(marginals(states), proxy) exactly, for every proxy, with the loops'
+    options at LLVM level 3 (the products are settled before their sum, so no fused multiply-add rounds one of
+    them differently in either program; fails without the settle), on sparse, absorbing and deterministic chains
+    with impossible states. The slow twin adds XLA's default options and V = 2, 3, 8, 17."""
     states = jnp.asarray(chain_partial_states(lang, seed, 64, 0.6), dtype=jnp.int32)
     _face_equals_proxy_score(lang.denoiser(), states, optimised_option_sets()[1:])  # the loops' options
 
