@@ -33,8 +33,8 @@ from hypothesis import strategies as st
 from synthetic import languages
 from theory import policies, rng
 from theory.pytree import register_dataclass
+from theory.reductions import UNROLLED
 from theory.sampling import (
-    UNROLLED_CDF,
     cumsum_last,
     incremental,
     is_ranked,
@@ -316,14 +316,14 @@ def test_position_uniforms_keep_the_key_schedule():
 @given(V=st.integers(1, 20), seed=seeds)
 @settings(max_examples=10)
 def test_unrolled_cdf_adds_left_to_right(V, seed):
-    """cumsum_last: left to right for V <= UNROLLED_CDF (numpy's sequential cumsum, bit for bit), jnp.cumsum above;
+    """cumsum_last: left to right for V <= UNROLLED (numpy's sequential cumsum, bit for bit), jnp.cumsum above;
     rows with zeros and magnitudes from 1e-150 to 1e150 (where the order of additions shows; not subnormal:
     XLA:CPU flushes those to zero, numpy does not)."""
     r = np.random.default_rng(seed)
     p = r.random((64, V)) ** r.uniform(0.1, 30, (64, 1)) * 10.0 ** r.integers(-150, 150, (64, 1))
     p[r.random(p.shape) < 0.3] = 0.0
     got = np.asarray(jax.jit(cumsum_last)(jnp.asarray(p)))
-    want = np.cumsum(p, axis=-1) if V <= UNROLLED_CDF else np.asarray(jax.jit(lambda x: jnp.cumsum(x, -1))(p))
+    want = np.cumsum(p, axis=-1) if V <= UNROLLED else np.asarray(jax.jit(lambda x: jnp.cumsum(x, -1))(p))
     np.testing.assert_array_equal(got, want)
 
 

@@ -119,15 +119,16 @@ def _setup(denoiser, policy, steps, reveal, schedule, counts) -> _Setup:
     L = denoiser.length
     plan = make_plan(policy, L, steps, reveal=reveal, schedule=schedule, counts=counts)
     step_ids, values, rows = _plan_rows(plan, L)
+    cands = None
     if callable(getattr(policy, "order", None)) and plan.mode in ("fixed", "bernoulli"):
         path = "ordered"
         widths = step_widths(plan, L) if callable(getattr(denoiser, "marginals_at", None)) else (L,)
     elif is_ranked(policy):
         path, widths = "ranked", (L,)  # the full-sort fallback's one width, as in theory.sampling.sample
-        return _Setup(path, step_ids, values, rows, jnp.int32(MODES[plan.mode]), widths, rank_width(plan, policy, L))
+        cands = rank_width(plan, policy, L)
     else:
         path, widths = "general", ()
-    return _Setup(path, step_ids, values, rows, jnp.int32(MODES[plan.mode]), widths)
+    return _Setup(path, step_ids, values, rows, jnp.int32(MODES[plan.mode]), widths, cands)
 
 
 def _local_keys(key, mesh, start: int, size: int):

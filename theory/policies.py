@@ -114,10 +114,10 @@ def float32_image(x):
 _OFFSET_LIMIT = 1 << 30
 
 
-def rank_candidates(score, keys, K: int):
+def rank_candidates(keys, K: int):
     """The K lowest scores of each row, exactly sorted, without a full sort: (cpos, ckeys, n_exact).
 
-    ``score`` (B, L) float64, ``keys`` = :func:`sort_keys` (score), 1 <= K <= L static. Returns ``cpos``
+    ``keys`` (B, L) = :func:`sort_keys` of the float64 scores, 1 <= K <= L static. Returns ``cpos``
     (B, K) int32 candidate positions sorted by (key, position), ``ckeys`` (B, K) their keys and ``n_exact``
     (B,) int32: the first ``n_exact`` candidates are the first ``n_exact`` positions of the full order by
     (key, position), i.e. of ``argsort(score, stable=True)``; the later ones may not be.
@@ -126,7 +126,8 @@ def rank_candidates(score, keys, K: int):
     a monotone non-decreasing image of the key order, so that every position whose image is below the K-th
     image is a candidate:
 
-    1. :func:`float32_image` (score); T = its K-th lowest value; the boundary bin G = {image == T}.
+    1. :func:`float32_image` of the scores (read off the keys); T = its K-th lowest value; the boundary bin
+       G = {image == T}.
     2. -1 below G, +inf above G, and in G the key's offset from G's smallest key (clipped at
        ``_OFFSET_LIMIT``) as the bits of a positive normal float32: exact for a normal bin, whose float64
        values are at most 2**30 consecutive keys. With T2 the K-th lowest of this image: if no position
@@ -136,7 +137,7 @@ def rank_candidates(score, keys, K: int):
        (``n_exact`` < K: a zero, inf or NaN bin wider than the offsets).
     """
     umax = jnp.uint64(np.iinfo(np.uint64).max)
-    s32 = float32_image(from_sort_keys(keys))  # from the keys: XLA then need not recompute the scores
+    s32 = float32_image(from_sort_keys(keys))  # off the keys: XLA then need not recompute the scores
     top, _ = jax.lax.top_k(-s32, K)
     T = -jnp.min(top, axis=-1, keepdims=True)  # a reduction, not a slice: XLA:CPU keeps its TopK kernel only
     # for a sort whose results are read as whole [:K] slices (top[..., -1:] would turn it into a full sort)

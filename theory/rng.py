@@ -9,8 +9,8 @@ any batch shape: one fused XLA loop, a few microseconds.
 
 It applies to raw keys of JAX's default implementation (``jax.random.PRNGKey``: uint32 (..., 2), with
 ``jax_default_prng_impl = "threefry2x32"``); typed keys or another implementation fall back to
-``jax.random.fold_in`` (same numbers, slower). ``tests/test_rng.py`` checks it against ``jax.random.fold_in``
-bit for bit.
+``jax.random.fold_in`` (same numbers, slower). ``tests/test_sampling_speed_paths.py`` checks it against
+``jax.random.fold_in`` bit for bit.
 
 Threefry-2x32 (Salmon, Moraes, Dror and Shaw, "Parallel random numbers: as easy as 1, 2, 3", SC 2011):
 key (k0, k1), k2 = k0 ^ k1 ^ 0x1BD11BDA; the counter (x0, x1) gets k0, k1 added, then 5 groups of 4
@@ -48,7 +48,7 @@ def fast_keys(keys) -> bool:
     hashes itself."""
     keys = jnp.asarray(keys) if not isinstance(keys, jax.Array) else keys
     return (
-        not jax.dtypes.issubdtype(keys.dtype, jax.dtypes.prng_key)
+        not _typed(keys)
         and keys.dtype == jnp.uint32
         and keys.ndim >= 1
         and keys.shape[-1] == 2

@@ -38,7 +38,7 @@ from .exact_layers import check_layered_size, check_sparse_size, layered_run, sp
 from .joint import Joint
 from .policies import PROXIES, FixedOrder, LeftToRight, RandomOrder, check_policy
 from .pytree import traceable
-from .reductions import UNROLLED, cumsum_last
+from .reductions import cumsum_last
 from .rng import _typed, bits64, fold_in
 from .schedules import Schedule, check_counts, fixed_counts, linear, reveal_probs
 from .states import strides
@@ -388,11 +388,6 @@ def chunk_widths(length: int) -> tuple:
     return tuple(widths) + (int(length),)
 
 
-#: Up to this V, :func:`inverse_cdf` adds the CDF up left to right in unrolled code (XLA:CPU's ``cumsum`` is a
-#: slow ``reduce_window``; it adds left to right as well up to V = 17, bit for bit, and in another order above).
-UNROLLED_CDF = UNROLLED
-
-
 def step_widths(plan: Plan, length: int) -> tuple:
     """The static-order path's widths for a plan: fixed counts use one width, the smallest of
     :func:`chunk_widths` covering the largest count (no ``lax.switch`` in the loop: a switch passes the state
@@ -405,7 +400,9 @@ def step_widths(plan: Plan, length: int) -> tuple:
 
 
 def inverse_cdf(probs, u):
-    """Index v of each row of ``probs`` (..., V) with cdf[v-1] <= u * total < cdf[v], for uniforms u (...,)."""
+    """Index v of each row of ``probs`` (..., V) with cdf[v-1] <= u * total < cdf[v], for uniforms u (...,). The CDF
+    is added left to right (:func:`theory.reductions.cumsum_last`; XLA:CPU's ``cumsum`` is a slow
+    ``reduce_window``)."""
     cdf = cumsum_last(probs)
     v = jnp.sum(cdf <= u[..., None] * cdf[..., -1:], axis=-1)
     return jnp.minimum(v, probs.shape[-1] - 1)
@@ -647,14 +644,10 @@ def _run_ranked(sample_keys, step_ids, step_values, num_rows, denoiser, policy, 
     def body(c):
         j, states, nfe, falls = c
         skeys, masked, count = _step_count(sample_keys, step_ids, step_values, j, states, mode, V, L)
-        if face:  # the policy's scores straight from the denoiser: no (B, L, V) marginals
-            marg = None
-            score = jnp.where(masked, denoiser.scores(states, policy.proxy), jnp.inf)  # (B, L)
-        else:
-            marg = denoiser.marginals(states)  # (B, L, V)
-            score = jnp.where(masked, jax.vmap(policy.score)(states, marg), jnp.inf)  # (B, L)
-        if marg is None and not has_at:
-            marg = denoiser.marginals(states)
+        # the (B, L, V) marginals only where the scores or the draws need them
+        marg = denoiser.marginals(states) if not (face and has_at) else None
+        raw = denoiser.scores(states, policy.proxy) if face else jax.vmap(policy.score)(states, marg)
+        score = jnp.where(masked, raw, jnp.inf)  # (B, L)
         keys, cpos, take, settled = ranked_candidates(policy, states, score, count, K, V)
         vkeys = fold_in(skeys, VALUES)
         ok = jnp.all(settled)
@@ -703,7 +696,7 @@ def ranked_candidates(policy, states, score, count, K: int, vocab_size: int):
     stub = jnp.zeros((L, vocab_size))  # ranked_count may read only the shape of the marginals
     masked = states == vocab_size
     keys = sort_keys(score)  # (B, L) uint64
-    cpos, ckeys, n_exact = rank_candidates(score, keys, K)
+    cpos, ckeys, n_exact = rank_candidates(keys, K)
     prefix = jnp.where(slots < n_exact[:, None], from_sort_keys(ckeys), jnp.inf)
     cut = jax.vmap(policy.ranked_count, in_axes=(0, None, 0, 0))(states, stub, count, prefix)  # (B,)
     cmask = jnp.take_along_axis(masked, cpos, axis=1)
