@@ -23,6 +23,7 @@ Nothing here enumerates V**L. Used through ``MarkovChain.denoiser()`` and ``Mark
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -92,6 +93,32 @@ class MarkovDenoiser:
         a position are computed, normalised and scored in one pass (the sampler's ranked path, Top-k / EB)."""
         return _scores_jit(self.left, self.right, jnp.asarray(states), proxy, self.vocab_size, not self.positive)
 
+    @property
+    def has_rank_step(self) -> bool:
+        """Whether :meth:`rank_step` runs here: numba is installed (:mod:`synthetic.chain_host`) and V <= 16."""
+        from . import chain_host
+
+        return chain_host.available() and self.vocab_size <= chain_host.MAX_VOCAB
+
+    def rank_session(self, proxy: str):
+        """Context manager of the ranked face (:mod:`theory.denoiser`): registers this (concrete) oracle's
+        factor tables and :func:`synthetic.chain_host.rank_tables` on the host and yields the int key that
+        :meth:`rank_step` takes, for the duration of a sampler call."""
+        from .chain_host import session
+
+        return session(np.asarray(self.left), np.asarray(self.right), proxy)
+
+    def rank_step(self, states, proxy: str, K: int, key):
+        """The ranked face (:mod:`theory.denoiser`): each row's K lowest positions by (score, position) and
+        their scores, (cpos (B, K) int32, cscore (B, K) float64), the scores ``scores(states, proxy)`` bit for
+        bit and +inf at visible positions. One host call per batch (``jax.pure_callback`` into
+        :func:`synthetic.chain_host.session_step`, numba), inside ``with self.rank_session(proxy) as key``.
+        Only :attr:`has_rank_step` oracles have it."""
+        B, L = states.shape
+        shapes = (jax.ShapeDtypeStruct((B, K), jnp.int32), jax.ShapeDtypeStruct((B, K), jnp.float64))
+        cb = partial(_host_rank, check=not self.positive, K=int(K))
+        return jax.pure_callback(cb, shapes, states.astype(jnp.int32), key)
+
     # the incremental face (theory.denoiser): what the sampler's static-order path carries between steps
     def init_cache(self, states):
         """(packed visibility words (B, ceil(L/32)) uint32, possible (B,) bool) of partial states (B, L)."""
@@ -109,6 +136,12 @@ class MarkovDenoiser:
             self.left, cache, jnp.asarray(states), jnp.asarray(positions), jnp.asarray(valid), self.vocab_size,
             not self.positive,
         )  # fmt: skip
+
+
+def _host_rank(states, key, *, check, K):
+    from .chain_host import session_step
+
+    return session_step(np.asarray(states), key, check, K)
 
 
 def _left_neighbours_t(vt):

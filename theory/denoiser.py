@@ -20,7 +20,12 @@ revealing ``positions[valid]``), so that a step need not look at the whole state
 keeps its packed visibility mask and possibility flag, :mod:`synthetic.chain_oracle`); and the scores face of
 the ranked path (Top-k, EB), ``scores(states, proxy) -> (B, L)``, bit for bit
 ``theory.policies.proxy_score(marginals(states), proxy)`` for every proxy, without storing the (B, L, V)
-marginals (the Markov oracle computes them value by value).
+marginals (the Markov oracle computes them value by value); and the ranked face, on top of the scores face:
+``has_rank_step`` (true where it runs), ``rank_session(proxy)`` (a context manager around a sampler call,
+yielding a key) and ``rank_step(states, proxy, K, key) -> (cpos (B, K) int32, cscore (B, K))``, each row's K
+lowest positions by (score, position), visible positions counting as +inf, and their scores, the ``scores``
+face's bits (the Markov oracle's runs on the host through numba, :mod:`synthetic.chain_host`; the sampler uses
+it only unsharded, and the scores face for the rare full-sort fallback step).
 
 The exact denoiser of a joint q uses the table of *cylinder sums* C over (V+1)**L,
 C[z] = sum of q(x) over the sequences x consistent with z (agreeing on z's visible positions). It is

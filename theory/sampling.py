@@ -24,6 +24,7 @@ reveals nothing needs no denoiser output (its call can be skipped/cached).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -580,7 +581,9 @@ def _run(sample_keys, step_ids, step_values, num_rows, denoiser, policy, mode):
     return states, nfe
 
 
-def _run_ranked(sample_keys, step_ids, step_values, num_rows, denoiser, policy, mode, widths, cands=None, stats=False):
+def _run_ranked(
+    sample_keys, step_ids, step_values, num_rows, denoiser, policy, mode, widths, cands=None, stats=False, session=None
+):
     """Ranked fast path (policies with ``ranked`` true: TopK, EntropyBounded with the entropy proxy).
 
     Same tokens as :func:`_run` (the policy reveals the masked positions among the c lowest scores, ties by
@@ -597,11 +600,16 @@ def _run_ranked(sample_keys, step_ids, step_values, num_rows, denoiser, policy, 
        (:func:`theory.policies.sort_keys`), the reveal set by threshold (:func:`theory.policies.lowest_by_score`),
        compacted into W slots, W the smallest of the static ``widths`` covering the step's largest reveal.
 
+    ``session`` (:func:`host_ranked`; the key of ``denoiser.rank_session(policy.proxy)``, opened around the
+    jitted call): step 1 comes from the denoiser's ranked face (``denoiser.rank_step``: one host call that
+    scores the masked positions and returns the K lowest exactly; n_exact = K); the full-sort fallback then
+    takes its keys from the ``scores`` face (the same bits).
+
     Values are drawn only at the revealed positions (``marginals_at`` where it is exact, :func:`exact_marginals_at`,
     so that the (B, L, V) marginals are not an operand of the ``lax.cond``), with the same per-position uniforms as
     :func:`_run`. ``stats`` (static): also return the number of steps run and of fallback steps.
     """
-    from .policies import from_sort_keys, lowest_by_score
+    from .policies import from_sort_keys, lowest_by_score, sort_keys
 
     B = sample_keys.shape[0]
     V, L = denoiser.vocab_size, denoiser.length
@@ -610,6 +618,7 @@ def _run_ranked(sample_keys, step_ids, step_values, num_rows, denoiser, policy, 
     iota = jnp.arange(L, dtype=jnp.int32)
     stub = jnp.zeros((L, V))  # ranked_count may read only the shape of the marginals
     has_at = exact_marginals_at(denoiser)
+    host = session is not None
     face = scores_face(denoiser, policy)
     ranked_count = jax.vmap(policy.ranked_count, in_axes=(0, None, 0, 0))
 
@@ -628,6 +637,8 @@ def _run_ranked(sample_keys, step_ids, step_values, num_rows, denoiser, policy, 
     fulls = [partial(full, W) for W in widths]
 
     def slow(states, marg, keys, masked, count, vkeys, cpos, take):
+        if host:  # the ranked face gave only the candidates: the full keys from the scores face (same bits)
+            keys = sort_keys(jnp.where(masked, denoiser.scores(states, policy.proxy), jnp.inf))
         sorted_keys = jax.lax.sort(keys, dimension=1)  # one operand: the fast CPU sort
         cut = ranked_count(states, stub, count, from_sort_keys(sorted_keys))  # (B,)
         sel = masked & jax.vmap(lowest_by_score)(keys, sorted_keys, cut)  # (B, L)
@@ -646,12 +657,15 @@ def _run_ranked(sample_keys, step_ids, step_values, num_rows, denoiser, policy, 
         skeys, masked, count = _step_count(sample_keys, step_ids, step_values, j, states, mode, V, L)
         # the (B, L, V) marginals only where the scores or the draws need them
         marg = denoiser.marginals(states) if not (face and has_at) else None
-        raw = denoiser.scores(states, policy.proxy) if face else jax.vmap(policy.score)(states, marg)
-        score = jnp.where(masked, raw, jnp.inf)  # (B, L)
-        keys, cpos, take, settled = ranked_candidates(policy, states, score, count, K, V)
+        if host:  # the K lowest positions and their scores, exactly, from the denoiser's ranked face
+            score, cand = None, denoiser.rank_step(states, policy.proxy, K, session)
+        else:
+            raw = denoiser.scores(states, policy.proxy) if face else jax.vmap(policy.score)(states, marg)
+            score, cand = jnp.where(masked, raw, jnp.inf), None  # (B, L)
+        keys, cpos, take, settled = ranked_candidates(policy, states, score, count, K, V, cand)
         vkeys = fold_in(skeys, VALUES)
         ok = jnp.all(settled)
-        args = (states, marg if not has_at else (), keys, masked, count, vkeys, cpos, take)
+        args = (states, marg if not has_at else (), () if host else keys, masked, count, vkeys, cpos, take)
         states, n = jax.lax.cond(ok, fast, slow, *args)
         return j + 1, states, nfe + (n > 0).astype(jnp.int32), falls + (~ok).astype(jnp.int32)
 
@@ -680,23 +694,42 @@ def scores_face(denoiser, policy) -> bool:
     )
 
 
-def ranked_candidates(policy, states, score, count, K: int, vocab_size: int):
+def host_ranked(denoiser, policy) -> bool:
+    """Whether the ranked path takes its scores and candidates from the denoiser's ranked face
+    (``rank_step``, :mod:`theory.denoiser`; the Markov oracle's runs on the host through numba,
+    :mod:`synthetic.chain_host`): :func:`scores_face` holds, the denoiser declares ``has_rank_step`` (numba
+    installed, V <= 16) and :data:`HOST_RANK` is on. Same tokens either way; :func:`sample` uses it unsharded."""
+    return HOST_RANK and scores_face(denoiser, policy) and bool(getattr(denoiser, "has_rank_step", False))
+
+
+#: Switch for :func:`host_ranked` (tests turn it off to compare the two ranked routes).
+HOST_RANK = True
+
+
+def ranked_candidates(policy, states, score, count, K: int, vocab_size: int, cand=None):
     """Steps 1-2 of :func:`_run_ranked`: (keys (B, L) uint64, cpos (B, K) int32, take (B, K) bool, settled (B,)).
 
     ``states`` (B, L) (mask id ``vocab_size``), ``score`` (B, L) the policy's scores with unmasked positions
     at +inf, ``count`` (B,) the step's counts. Where ``settled``, the step reveals exactly the positions
     ``cpos[take]`` (the masked positions among the c lowest scores, ties by position, c the policy's
-    ``ranked_count``); elsewhere only the full sort decides.
+    ``ranked_count``); elsewhere only the full sort decides. ``cand`` = (cpos, cscore) (B, K) each: each
+    row's K lowest positions exactly sorted by (score, position) and their scores (the denoiser's ranked
+    face, :func:`host_ranked`), instead of :func:`theory.policies.rank_candidates`; then ``score`` is not read
+    and ``keys`` is None.
     """
     from .policies import from_sort_keys, rank_candidates, sort_keys
 
-    L = score.shape[-1]
+    L = states.shape[-1]
     slots = jnp.arange(K, dtype=jnp.int32)[None, :]
     uses_scores = bool(getattr(policy, "ranked_uses_scores", True))
     stub = jnp.zeros((L, vocab_size))  # ranked_count may read only the shape of the marginals
     masked = states == vocab_size
-    keys = sort_keys(score)  # (B, L) uint64
-    cpos, ckeys, n_exact = rank_candidates(keys, K)
+    if cand is None:
+        keys = sort_keys(score)  # (B, L) uint64
+        cpos, ckeys, n_exact = rank_candidates(keys, K)
+    else:
+        keys, (cpos, cscore) = None, cand
+        ckeys, n_exact = sort_keys(cscore), jnp.full(states.shape[:1], K, jnp.int32)
     prefix = jnp.where(slots < n_exact[:, None], from_sort_keys(ckeys), jnp.inf)
     cut = jax.vmap(policy.ranked_count, in_axes=(0, None, 0, 0))(states, stub, count, prefix)  # (B,)
     cmask = jnp.take_along_axis(masked, cpos, axis=1)
@@ -912,14 +945,17 @@ def sample(
         # branches made the loop's compilation ~1.5 s longer)
         kw = {"widths": widths if width is not None else (L,), "cands": rank_width(plan, policy, L)}
     toks, nfes = [], []
-    for a in range(0, num, bs):
-        keys = fold_in(key, jnp.arange(a, a + bs))
-        if sharding is not None:
-            keys = jax.device_put(keys, sharding)
-        t, f = run(keys, step_ids, values, rows, denoiser=denoiser, policy=policy, mode=mode, **kw)
-        n = min(bs, num - a)
-        toks.append(np.asarray(t)[:n])
-        nfes.append(np.asarray(f)[:n])
+    with contextlib.ExitStack() as stack:
+        if path == "ranked" and ndev == 1 and host_ranked(denoiser, policy):  # a host call per step: unsharded
+            kw["session"] = jnp.int32(stack.enter_context(denoiser.rank_session(policy.proxy)))
+        for a in range(0, num, bs):
+            keys = fold_in(key, jnp.arange(a, a + bs))
+            if sharding is not None:
+                keys = jax.device_put(keys, sharding)
+            t, f = run(keys, step_ids, values, rows, denoiser=denoiser, policy=policy, mode=mode, **kw)
+            n = min(bs, num - a)
+            toks.append(np.asarray(t)[:n])
+            nfes.append(np.asarray(f)[:n])
     tokens = np.concatenate(toks)
     if np.any(tokens == V):
         raise RuntimeError(
