@@ -16,13 +16,15 @@ bit, and the sampler's tokens against the general path. Why it is cheaper than t
   nearest first) and a position then costs one lookup; the other positions are computed as the face does;
 - the K lowest come from one pass with a running threshold, not from two ``lax.top_k`` passes.
 
-Rows run in parallel (``numba.prange``) on the CPU cores. Compiled on first use (a few seconds, cached on
-disk by numba). Nothing here runs unless numba is importable (:func:`available`).
+Rows run in parallel on the CPU cores (:data:`THREADS` threads; the kernel releases the GIL). Compiled on
+first use (~3 s, cached on disk by numba). Nothing here runs unless numba is importable (:func:`available`).
 """
 
 from __future__ import annotations
 
 import itertools
+import os
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import numpy as np
@@ -88,7 +90,7 @@ def _uniform_score(V, proxy):
 
 
 def _fill_table(lrows, rrows, lflat, rflat, V, proxy, table):
-    for a in numba.prange(lrows.shape[0]):
+    for a in range(lrows.shape[0]):
         for b in range(rrows.shape[0]):
             table[a, b] = _pair_score(lrows[a] * V, rrows[b] * V, lflat, rflat, V, proxy)
 
@@ -144,10 +146,10 @@ def _lowest(srow, idx, n, K, bs, bp):
     return m
 
 
-def _rank_rows(states, lflat, rflat, V, check, proxy, K, table, lmap, rmap, cpos, cscore):
-    B, L = states.shape
-    chunks = min(B, 64)
-    for c in numba.prange(chunks):  # work buffers once per chunk of rows
+def _rank_rows(states, b0, b1, lflat, rflat, V, check, proxy, K, table, lmap, rmap, cpos, cscore):
+    """Rows b0..b1-1 of :func:`rank_step` (compiled without the GIL: threads take disjoint row ranges)."""
+    L = states.shape[1]
+    if b1 > b0:  # work buffers once per call
         rrow = np.empty(L, np.int64)
         idx = np.empty(L, np.int64)
         acc = np.empty(L)
@@ -159,7 +161,7 @@ def _rank_rows(states, lflat, rflat, V, check, proxy, K, table, lmap, rmap, cpos
         aux = np.empty(L)
         bs = np.empty(K)
         bp = np.empty(K, np.int64)
-        for b in range(c * B // chunks, (c + 1) * B // chunks):
+        for b in range(b0, b1):
             row = states[b]
             ok = _row_pass(row, V, L, lflat, check, rrow)
             n = 0  # masked positions, in order
@@ -254,11 +256,11 @@ def _planes(la, ra, m, ok, lflat, rflat, V, proxy, num, den, aux, acc, slot):
 if numba is not None:
     _uniform_score = numba.njit(cache=True, error_model="numpy")(_uniform_score)
     _pair_score = numba.njit(cache=True, error_model="numpy")(_pair_score)
-    _fill_table = numba.njit(cache=True, error_model="numpy", parallel=True)(_fill_table)
+    _fill_table = numba.njit(cache=True, error_model="numpy", nogil=True)(_fill_table)
     _row_pass = numba.njit(cache=True, error_model="numpy")(_row_pass)
     _lowest = numba.njit(cache=True, error_model="numpy")(_lowest)
     _planes = numba.njit(cache=True, error_model="numpy")(_planes)
-    _rank_rows = numba.njit(cache=True, error_model="numpy", parallel=True)(_rank_rows)
+    _rank_rows = numba.njit(cache=True, error_model="numpy", nogil=True)(_rank_rows)
 
 
 def _check(proxy):
@@ -356,9 +358,25 @@ def rank_step(states, left, right, check: bool, proxy: str, K: int, tables=None)
     table, lmap, rmap = rank_tables(left, right, proxy) if tables is None else tables
     cpos = np.empty((B, K), np.int32)
     cscore = np.empty((B, K), np.float64)
-    _rank_rows(
-        states, left.reshape(-1), right.reshape(-1), V, bool(check), PROXY_CODES[proxy], int(K),
+    args = (
+        left.reshape(-1), right.reshape(-1), V, bool(check), PROXY_CODES[proxy], int(K),
         np.ascontiguousarray(table, np.float64), np.ascontiguousarray(lmap, np.int32),
         np.ascontiguousarray(rmap, np.int32), cpos, cscore,
     )  # fmt: skip
+    bounds = np.linspace(0, B, min(B, THREADS) + 1).astype(int)
+    if bounds.size <= 2:
+        _rank_rows(states, 0, B, *args)
+    else:  # the kernel releases the GIL: one thread per row range
+        list(_pool().map(lambda i: _rank_rows(states, bounds[i], bounds[i + 1], *args), range(bounds.size - 1)))
     return cpos, cscore
+
+
+#: threads per call of :func:`rank_step` (rows split evenly); the CPU count by default
+THREADS = os.cpu_count() or 1
+_POOL: list = []
+
+
+def _pool():
+    if not _POOL:
+        _POOL.append(ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="chain_host"))
+    return _POOL[0]
