@@ -116,38 +116,35 @@ def _row_pass(row, V, L, lflat, check, rrow):
     return True
 
 
+def _insert(bs, bp, k, s, p):
+    """Put (s, p) into the sorted ``bs[:k + 1]`` / ``bp`` (slot k is free), after every kept score <= s."""
+    while k > 0 and s < bs[k - 1]:
+        bs[k] = bs[k - 1]
+        bp[k] = bp[k - 1]
+        k -= 1
+    bs[k] = s
+    bp[k] = p
+
+
 def _lowest(srow, idx, n, K, bs, bp):
     """The K lowest (srow[j], idx[j]) for j < n (idx increasing) into ``bs`` / ``bp``, sorted; a tie with a kept
     score goes after it ("ties by position"). Returns how many were kept (min(n, K))."""
     m = min(n, K)
     for j in range(m):
-        s = srow[j]
-        k = j
-        while k > 0 and s < bs[k - 1]:
-            bs[k] = bs[k - 1]
-            bp[k] = bp[k - 1]
-            k -= 1
-        bs[k] = s
-        bp[k] = idx[j]
-    if m == 0:
-        return 0
-    thr = bs[K - 1] if m == K else np.inf
-    for j in range(m, n):
-        s = srow[j]
-        if s < thr:
-            k = K - 1
-            while k > 0 and s < bs[k - 1]:
-                bs[k] = bs[k - 1]
-                bp[k] = bp[k - 1]
-                k -= 1
-            bs[k] = s
-            bp[k] = idx[j]
+        _insert(bs, bp, j, srow[j], idx[j])
+    if m < K:
+        return m
+    thr = bs[K - 1]
+    for j in range(K, n):
+        if srow[j] < thr:  # the K-th kept drops out
+            _insert(bs, bp, K - 1, srow[j], idx[j])
             thr = bs[K - 1]
-    return m
+    return K
 
 
-def _rank_rows(states, b0, b1, lflat, rflat, V, check, proxy, K, table, lmap, rmap, cpos, cscore):
-    """Rows b0..b1-1 of :func:`rank_step` (compiled without the GIL: threads take disjoint row ranges)."""
+def _rank_rows(states, b0, b1, lflat, rflat, V, check, proxy, K, table, lmap, rmap, cpos, cscore, full):
+    """Rows b0..b1-1 of :func:`rank_step` (compiled without the GIL: threads take disjoint row ranges); with
+    ``full`` of shape (B, L) (else (0, 0)), also every position's score there (+inf where visible)."""
     L = states.shape[1]
     if b1 > b0:  # work buffers once per call
         rrow = np.empty(L, np.int64)
@@ -185,6 +182,10 @@ def _rank_rows(states, b0, b1, lflat, rflat, V, check, proxy, K, table, lmap, rm
                 n += 1
             if m > 0:
                 _planes(la, ra, m, ok, lflat, rflat, V, proxy, num, den, aux, acc, slot)
+            if full.shape[0] > 0:
+                full[b, :] = np.inf
+                for j in range(n):
+                    full[b, idx[j]] = acc[j]
             k = _lowest(acc, idx, n, K, bs, bp)
             for j in range(k):
                 cpos[b, j] = bp[j]
@@ -258,6 +259,7 @@ if numba is not None:
     _pair_score = numba.njit(cache=True, error_model="numpy")(_pair_score)
     _fill_table = numba.njit(cache=True, error_model="numpy", nogil=True)(_fill_table)
     _row_pass = numba.njit(cache=True, error_model="numpy")(_row_pass)
+    _insert = numba.njit(cache=True, error_model="numpy")(_insert)
     _lowest = numba.njit(cache=True, error_model="numpy")(_lowest)
     _planes = numba.njit(cache=True, error_model="numpy")(_planes)
     _rank_rows = numba.njit(cache=True, error_model="numpy", nogil=True)(_rank_rows)
@@ -321,23 +323,24 @@ def session(left, right, proxy: str):
         _SESSIONS.pop(key, None)
 
 
-def session_step(states, key, check: bool, K: int):
+def session_step(states, key, check: bool, K: int, full: bool = False):
     """:func:`rank_step` with the tables of the open :func:`session` ``key``."""
     try:
         left, right, proxy, tables = _SESSIONS[int(key)]
     except KeyError:
         raise RuntimeError(f"no open chain_host session {int(key)}: call inside `with session(...)`.") from None
-    return rank_step(states, left, right, check, proxy, K, tables)
+    return rank_step(states, left, right, check, proxy, K, tables, full)
 
 
-def rank_step(states, left, right, check: bool, proxy: str, K: int, tables=None):
+def rank_step(states, left, right, check: bool, proxy: str, K: int, tables=None, full: bool = False):
     """Each row's K lowest positions by (score, position) and their scores: (cpos (B, K) int32, cscore (B, K)
     float64), the visible positions counting as +inf (the ranked path's order over all L positions).
 
     ``states`` (B, L) int32 (mask id V). The scores are the oracle's ``scores(states, proxy)`` bit for bit.
     ``left`` / ``right``: the oracle's factor tables; ``check``: the oracle checks possibility (``not
     positive``); 1 <= ``K`` <= L; ``tables``: :func:`rank_tables` of the same factor tables and proxy (built
-    here if None).
+    here if None). ``full``: also return every position's score, (B, L) float64, +inf where visible (the
+    sampler's full-sort fallback step).
     """
     _check(proxy)
     states = np.ascontiguousarray(states, np.int32)
@@ -358,17 +361,18 @@ def rank_step(states, left, right, check: bool, proxy: str, K: int, tables=None)
     table, lmap, rmap = rank_tables(left, right, proxy) if tables is None else tables
     cpos = np.empty((B, K), np.int32)
     cscore = np.empty((B, K), np.float64)
+    scores = np.empty((B, L) if full else (0, 0), np.float64)
     args = (
         left.reshape(-1), right.reshape(-1), V, bool(check), PROXY_CODES[proxy], int(K),
         np.ascontiguousarray(table, np.float64), np.ascontiguousarray(lmap, np.int32),
-        np.ascontiguousarray(rmap, np.int32), cpos, cscore,
+        np.ascontiguousarray(rmap, np.int32), cpos, cscore, scores,
     )  # fmt: skip
     bounds = np.linspace(0, B, min(B, THREADS) + 1).astype(int)
     if bounds.size <= 2:
         _rank_rows(states, 0, B, *args)
     else:  # the kernel releases the GIL: one thread per row range
         list(_pool().map(lambda i: _rank_rows(states, bounds[i], bounds[i + 1], *args), range(bounds.size - 1)))
-    return cpos, cscore
+    return (cpos, cscore, scores) if full else (cpos, cscore)
 
 
 #: threads per call of :func:`rank_step` (rows split evenly); the CPU count by default

@@ -108,15 +108,18 @@ class MarkovDenoiser:
 
         return session(np.asarray(self.left), np.asarray(self.right), proxy)
 
-    def rank_step(self, states, proxy: str, K: int, key):
+    def rank_step(self, states, proxy: str, K: int, key, full: bool = False):
         """The ranked face (:mod:`theory.denoiser`): each row's K lowest positions by (score, position) and
         their scores, (cpos (B, K) int32, cscore (B, K) float64), the scores ``scores(states, proxy)`` bit for
         bit and +inf at visible positions. One host call per batch (``jax.pure_callback`` into
         :func:`synthetic.chain_host.session_step`, numba), inside ``with self.rank_session(proxy) as key``.
+        ``full``: also every position's score (B, L) (+inf where visible; the sampler's full-sort fallback).
         Only :attr:`has_rank_step` oracles have it."""
         B, L = states.shape
-        shapes = (jax.ShapeDtypeStruct((B, K), jnp.int32), jax.ShapeDtypeStruct((B, K), jnp.float64))
-        cb = partial(_host_rank, check=not self.positive, K=int(K))
+        shapes: tuple = (jax.ShapeDtypeStruct((B, K), jnp.int32), jax.ShapeDtypeStruct((B, K), jnp.float64))
+        if full:
+            shapes += (jax.ShapeDtypeStruct((B, L), jnp.float64),)
+        cb = partial(_host_rank, check=not self.positive, K=int(K), full=bool(full))
         return jax.pure_callback(cb, shapes, states.astype(jnp.int32), key)
 
     # the incremental face (theory.denoiser): what the sampler's static-order path carries between steps
@@ -138,10 +141,10 @@ class MarkovDenoiser:
         )  # fmt: skip
 
 
-def _host_rank(states, key, *, check, K):
+def _host_rank(states, key, *, check, K, full):
     from .chain_host import session_step
 
-    return session_step(np.asarray(states), key, check, K)
+    return session_step(np.asarray(states), key, check, K, full)
 
 
 def _left_neighbours_t(vt):

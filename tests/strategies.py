@@ -441,6 +441,27 @@ def sparse_chains(draw, vocab_size: int = 3, length: int = 5):
     return lang
 
 
+@st.composite
+def markov_chains(draw, V: int = 3, L: int = 37):
+    """MarkovChain at (V, L): Dirichlet rows (concentration 0.1, 1 or 10), sparse rows (random zeros), an
+    absorbing state or a permutation; init possibly sparse (adversarial as often as smooth)."""
+    r = np.random.default_rng(draw(seeds))
+    kind = draw(st.sampled_from(["dirichlet", "sparse", "absorbing", "deterministic"]))
+    trans = r.dirichlet(np.full(V, draw(st.sampled_from([0.1, 1.0, 10.0]))), size=V)
+    if kind == "sparse":
+        trans = _sparsify(r, trans, 0.4)
+    elif kind == "absorbing":
+        trans = _sparsify(r, trans, 0.5)
+        trans[r.integers(V)] = np.eye(V)[r.integers(V)]
+        trans /= trans.sum(1, keepdims=True)
+    elif kind == "deterministic":
+        trans = np.eye(V)[r.permutation(V)]
+    init = r.dirichlet(np.ones(V))
+    if draw(st.booleans()):
+        init = _sparsify(r, init, 0.5)
+    return languages.MarkovChain(init, trans, L)
+
+
 def chain_partial_states(lang, seed: int, batch: int, mask_prob: float = 0.5) -> np.ndarray:
     """(batch, L) partial states: the first half sampled from ``lang`` then masked at random (possible
     states), the rest uniform over 0..V (often impossible under a sparse chain)."""

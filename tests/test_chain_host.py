@@ -1,6 +1,7 @@
 """Issue 14, target 4: the Markov oracle's ranked face on the host (numba, :mod:`synthetic.chain_host`).
 
-* its scores are the JAX ``scores`` face's bits, for every proxy, and its K candidates are the first K of the
+* its scores (all of them, for the sampler's fallback step, and the candidates') are the JAX ``scores``
+  face's bits, for every proxy, and its K candidates are the first K of the
   full order by (score, position) (``argsort(..., stable=True)``), with and without the per-run score table
   (some pairs of factor rows in it, some not), on dense, sparse, absorbing and deterministic chains with
   impossible states and rows with fewer than K masked positions; the face is compiled with the sampler's
@@ -20,32 +21,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from synthetic import chain_host, languages
-from theory import policies, sampling
+from theory import policies, rng, sampling
 
-from strategies import _sparsify, chain_partial_states, seeds
+from strategies import chain_partial_states, markov_chains, seeds
 
 pytestmark = pytest.mark.skipif(not chain_host.available(), reason="numba is not installed")
-
-
-@st.composite
-def chains(draw, V: int = 3, L: int = 37):
-    """MarkovChain at (V, L): Dirichlet rows (concentration 0.1, 1 or 10), sparse rows, an absorbing state or a
-    permutation; init possibly sparse (adversarial as often as smooth)."""
-    r = np.random.default_rng(draw(seeds))
-    kind = draw(st.sampled_from(["dirichlet", "sparse", "absorbing", "deterministic"]))
-    trans = r.dirichlet(np.full(V, draw(st.sampled_from([0.1, 1.0, 10.0]))), size=V)
-    if kind == "sparse":
-        trans = _sparsify(r, trans, 0.4)
-    elif kind == "absorbing":
-        trans = _sparsify(r, trans, 0.5)
-        trans[r.integers(V)] = np.eye(V)[r.integers(V)]
-        trans /= trans.sum(1, keepdims=True)
-    elif kind == "deterministic":
-        trans = np.eye(V)[r.permutation(V)]
-    init = r.dirichlet(np.ones(V))
-    if draw(st.booleans()):
-        init = _sparsify(r, init, 0.5)
-    return languages.MarkovChain(init, trans, L)
 
 
 _FACES: dict = {}
@@ -68,15 +48,16 @@ def _check_host_against_face(lang, states, K: int, table_rows: int):
         mp.setattr(chain_host, "TABLE_ROWS", table_rows)
         for proxy in policies.PROXIES:
             with d.rank_session(proxy) as key:
-                cpos, cscore = chain_host.session_step(states, key, not d.positive, K)
+                cpos, cscore, full = chain_host.session_step(states, key, not d.positive, K, full=True)
             face = np.where(masked, np.asarray(_face(proxy)(d, jnp.asarray(states))), np.inf)
+            np.testing.assert_array_equal(full.view(np.uint64), face.view(np.uint64), err_msg=proxy)
             order = np.argsort(face, axis=1, kind="stable")[:, :K]  # ties by position
             np.testing.assert_array_equal(cpos, order, err_msg=proxy)
             want = np.take_along_axis(face, order, axis=1)
             np.testing.assert_array_equal(cscore.view(np.uint64), want.view(np.uint64), err_msg=proxy)
 
 
-@given(lang=chains(), seed=seeds, data=st.data())
+@given(lang=markov_chains(), seed=seeds, data=st.data())
 @settings(max_examples=8, deadline=None)
 def test_host_candidates_are_the_face_order_bit_for_bit(lang, seed, data):
     """K drawn from 1..L (rows with fewer masked positions than K take the visible ones by position, as the full
@@ -92,7 +73,7 @@ def test_host_candidates_are_the_face_order_bit_for_bit(lang, seed, data):
 @given(seed=seeds, data=st.data())
 @settings(max_examples=4, deadline=None)
 def test_host_candidates_are_the_face_order_other_shapes(V, L, seed, data):
-    lang = data.draw(chains(V, L))
+    lang = data.draw(markov_chains(V, L))
     states = chain_partial_states(lang, seed, 16, data.draw(st.sampled_from([0.3, 0.6, 1.0])))
     _check_host_against_face(lang, states, data.draw(st.integers(1, L)), data.draw(st.sampled_from([2, 1024])))
 
@@ -118,7 +99,7 @@ def sample_tokens(key, d, policy, steps, path):
 @pytest.mark.slow  # three loop compilations per policy structure; by default, test_sampling_speed_paths checks the
 # ranked path (through the host where numba is installed) against the general path
 @given(
-    lang=chains(),
+    lang=markov_chains(),
     seed=seeds,
     policy=st.sampled_from([policies.TopK("confidence"), policies.TopK("margin", 2), policies.EntropyBounded(0.2)]),
     steps=st.sampled_from([1, 4, 37]),
@@ -148,3 +129,26 @@ def test_bad_input_gets_a_clear_error():
         pass
     with pytest.raises(RuntimeError, match="no open chain_host session"):  # closed with its `with`
         chain_host.session_step(states, key, True, 2)
+
+
+@given(lang=markov_chains(), seed=seeds)
+@settings(max_examples=1, deadline=None)
+def test_fallback_steps_through_the_host_give_the_same_tokens(lang, seed):
+    """With one candidate (K = 1) EB's cut is never settled among the candidates while two or more positions are
+    masked: those steps ask the host step for every score and take the full sort; the tokens and NFE are still
+    the general path's."""
+    from theory.sampling import MODES, _plan_rows, _run_ranked, make_plan
+
+    d, pol = lang.denoiser(), policies.EntropyBounded(0.05)
+    plan = make_plan(pol, lang.length)
+    step_ids, values, rows = _plan_rows(plan, lang.length)
+    keys = rng.fold_in(jax.random.PRNGKey(seed), jnp.arange(16))
+    run = jax.jit(_run_ranked, static_argnames=("widths", "cands", "stats"))
+    with d.rank_session(pol.proxy) as key:
+        toks, nfe, steps, falls = run(keys, step_ids, values, rows, d, pol, jnp.int32(MODES[plan.mode]),
+                                      widths=(lang.length,), cands=1, stats=True, session=jnp.int32(key))  # fmt: skip
+        toks, nfe = np.asarray(toks), np.asarray(nfe)
+    assert 0 < int(falls) <= int(steps)
+    ref = sampling.sample(jax.random.PRNGKey(seed), d, pol, num=16, path="general")
+    np.testing.assert_array_equal(toks, np.asarray(ref.tokens))
+    np.testing.assert_array_equal(nfe, np.asarray(ref.nfe))

@@ -51,6 +51,7 @@ from strategies import (
     joint_of_kind,
     joints,
     kind_params,
+    markov_chains,
     seeds,
 )
 
@@ -330,26 +331,10 @@ def test_unrolled_cdf_adds_left_to_right(V, seed):
 CHAIN_V, CHAIN_L = 3, 37  # 37 positions: two 32-bit words, the second partly used
 
 
-@st.composite
-def dense_chains(draw):
-    """MarkovChain at (3, 37): Dirichlet rows, sparse rows (random zeros), absorbing states or a permutation;
-    init possibly sparse (adversarial as often as smooth)."""
-    r = np.random.default_rng(draw(seeds))
-    V = CHAIN_V
-    kind = draw(st.sampled_from(["dirichlet", "sparse", "absorbing", "deterministic"]))
-    trans = r.dirichlet(np.full(V, draw(st.sampled_from([0.1, 1.0, 10.0]))), size=V)
-    if kind == "sparse":
-        trans = _sparsify(r, trans, 0.4)
-    elif kind == "absorbing":
-        trans = _sparsify(r, trans, 0.5)
-        trans[r.integers(V)] = np.eye(V)[r.integers(V)]
-        trans /= trans.sum(1, keepdims=True)
-    elif kind == "deterministic":
-        trans = np.eye(V)[r.permutation(V)]
-    init = r.dirichlet(np.ones(V))
-    if draw(st.booleans()):
-        init = _sparsify(r, init, 0.5)
-    return languages.MarkovChain(init, trans, CHAIN_L)
+def dense_chains():
+    """MarkovChain at (3, 37) (:func:`strategies.markov_chains`): Dirichlet, sparse, absorbing or permutation
+    rows, init possibly sparse."""
+    return markov_chains(CHAIN_V, CHAIN_L)
 
 
 @given(lang=dense_chains(), seed=seeds)

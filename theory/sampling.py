@@ -602,8 +602,8 @@ def _run_ranked(
 
     ``session`` (:func:`host_ranked`; the key of ``denoiser.rank_session(policy.proxy)``, opened around the
     jitted call): step 1 comes from the denoiser's ranked face (``denoiser.rank_step``: one host call that
-    scores the masked positions and returns the K lowest exactly; n_exact = K); the full-sort fallback then
-    takes its keys from the ``scores`` face (the same bits).
+    scores the masked positions and returns the K lowest exactly; n_exact = K); the full-sort fallback step
+    asks it again for every score.
 
     Values are drawn only at the revealed positions (``marginals_at`` where it is exact, :func:`exact_marginals_at`,
     so that the (B, L, V) marginals are not an operand of the ``lax.cond``), with the same per-position uniforms as
@@ -637,8 +637,8 @@ def _run_ranked(
     fulls = [partial(full, W) for W in widths]
 
     def slow(states, marg, keys, masked, count, vkeys, cpos, take):
-        if host:  # the ranked face gave only the candidates: the full keys from the scores face (same bits)
-            keys = sort_keys(jnp.where(masked, denoiser.scores(states, policy.proxy), jnp.inf))
+        if host:  # the ranked face gave only the candidates: now every score, from the same host step
+            keys = sort_keys(denoiser.rank_step(states, policy.proxy, K, session, full=True)[2])
         sorted_keys = jax.lax.sort(keys, dimension=1)  # one operand: the fast CPU sort
         cut = ranked_count(states, stub, count, from_sort_keys(sorted_keys))  # (B,)
         sel = masked & jax.vmap(lowest_by_score)(keys, sorted_keys, cut)  # (B, L)
@@ -886,9 +886,10 @@ def sample(
 
     Policies that rank positions by a score (``score`` and ``ranked_count``: TopK, EntropyBounded) take
     the ranked fast path (:func:`_run_ranked`: no full float64 sort per step, values drawn only at the
-    revealed positions). ``path``: "auto" (the fastest that applies), or "general" (the denoiser's
-    marginals and the policy's ``select`` at every step, the reference the fast paths are tested
-    against), "ordered" or "ranked" to insist on one; all give the same tokens. (The ordered path draws
+    revealed positions; on the Markov oracle, unsharded, one host call per step scores the masked positions
+    and picks the candidates, :func:`host_ranked`). ``path``: "auto" (the fastest that applies), or
+    "general" (the denoiser's marginals and the policy's ``select`` at every step, the reference the fast
+    paths are tested against), "ordered" or "ranked" to insist on one; all give the same tokens. (The ordered path draws
     from ``marginals_at``; for a denoiser whose ``marginals_at`` is not exact (``exact_marginals_at``, e.g.
     forward-backward: a dot over hidden states, summed in a shape-dependent order) its conditionals may differ
     from the full marginals in the last bit, so a draw differs only if its uniform falls within that bit of a
