@@ -657,6 +657,9 @@ def main(argv=None) -> list[str]:
     p.add_argument("--check", action="store_true", help="exit 1 if the file differs from what the CSVs say")
     p.add_argument("--figures", type=Path, default=FIGURES)
     p.add_argument("--file", type=Path, default=PAPER_REPRO)
+    p.add_argument(
+        "--quick", action="store_true", help="accepted like the experiment scripts'; the full run takes ~0.2 s"
+    )
     args = p.parse_args(argv)
     changed = update(args.file, args.figures, check=args.check)
     if args.check and changed:

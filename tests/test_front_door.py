@@ -158,6 +158,13 @@ def test_generated_tables_equal_the_committed_csvs(tables):
         assert blocks[name].count("\n| ") == len(rows)  # header + one line per row
 
 
+def test_generated_tables_quick_is_the_full_run(tables, capsys):
+    """--quick (accepted like the experiment scripts') checks the same tables: the full run reads the committed
+    CSVs and takes a fraction of a second."""
+    assert tables.main(["--quick", "--check"]) == []
+    assert "up to date" in capsys.readouterr().out
+
+
 def test_generated_table_follows_the_csv(tables, tmp_path):
     """Change one committed number and the generated cell changes with it (so the check above can fail)."""
     sp = pd.read_csv(FIGURES / "eb_sampler_speedup.csv")
