@@ -47,35 +47,6 @@ def available() -> bool:
     return numba is not None
 
 
-def _pair_score(la, ra, lflat, rflat, V, proxy):
-    """The face's score of a position whose factor rows start at ``la`` in ``lflat`` and ``ra`` in ``rflat``,
-    in a possible row (``chain_oracle._scores_impl`` + ``theory.policies.planes_score``, operation for
-    operation: the V products, their left-to-right sum, one reciprocal, the normalised values, the proxy)."""
-    den = lflat[la] * rflat[ra]
-    for v in range(1, V):
-        den = den + lflat[la + v] * rflat[ra + v]
-    if not den > 0:
-        return _uniform_score(V, proxy)
-    r = 1.0 / den
-    top = (lflat[la] * rflat[ra]) * r
-    if proxy == 0:
-        for v in range(1, V):
-            top = max(top, (lflat[la + v] * rflat[ra + v]) * r)
-        return -top
-    if proxy == 1:
-        second = -np.inf
-        for v in range(1, V):
-            p = (lflat[la + v] * rflat[ra + v]) * r
-            second = max(second, min(top, p))
-            top = max(top, p)
-        return -(top - second)
-    h = top * np.log(top) if top > 0 else 0.0
-    for v in range(1, V):
-        p = (lflat[la + v] * rflat[ra + v]) * r
-        h = h + (p * np.log(p) if p > 0 else 0.0)
-    return -h
-
-
 def _uniform_score(V, proxy):
     """The face's score of uniform conditionals (an impossible row, or a zero normaliser)."""
     u = 1.0 / V
@@ -90,9 +61,18 @@ def _uniform_score(V, proxy):
 
 
 def _fill_table(lrows, rrows, lflat, rflat, V, proxy, table):
+    """``table[a, b]``: the face's score of a position of a possible row whose factor rows are ``lrows[a]`` and
+    ``rrows[b]``, one left row at a time by :func:`_planes` (the kernel's one spelling of the face)."""
+    R = rrows.shape[0]
+    la = np.empty(R, np.int64)
+    ra = rrows * V
+    slot = np.arange(R)
+    num = np.empty((V, R))
+    den = np.empty(R)
+    aux = np.empty(R)
     for a in range(lrows.shape[0]):
-        for b in range(rrows.shape[0]):
-            table[a, b] = _pair_score(lrows[a] * V, rrows[b] * V, lflat, rflat, V, proxy)
+        la[:] = lrows[a] * V
+        _planes(la, ra, R, True, lflat, rflat, V, proxy, num, den, aux, table[a], slot)
 
 
 def _row_pass(row, V, L, lflat, check, rrow):
@@ -201,7 +181,9 @@ def _rank_rows(states, b0, b1, lflat, rflat, V, check, proxy, K, table, lmap, rm
 
 def _planes(la, ra, m, ok, lflat, rflat, V, proxy, num, den, aux, acc, slot):
     """The face's scores of m positions (factor rows at ``la`` / ``ra``) into ``acc[slot[j]]``, plane by plane
-    (loops over positions, which the compiler vectorises), the same operations as :func:`_pair_score`."""
+    (loops over positions, which the compiler vectorises), operation for operation as
+    ``chain_oracle._scores_impl`` + ``theory.policies.planes_score``: the V products, their left-to-right
+    sum, one reciprocal, the normalised values, the proxy."""
     for j in range(m):
         t = lflat[la[j]] * rflat[ra[j]]
         num[0, j] = t
@@ -256,7 +238,6 @@ def _planes(la, ra, m, ok, lflat, rflat, V, proxy, num, den, aux, acc, slot):
 
 if numba is not None:
     _uniform_score = numba.njit(cache=True, error_model="numpy")(_uniform_score)
-    _pair_score = numba.njit(cache=True, error_model="numpy")(_pair_score)
     _fill_table = numba.njit(cache=True, error_model="numpy", nogil=True)(_fill_table)
     _row_pass = numba.njit(cache=True, error_model="numpy")(_row_pass)
     _insert = numba.njit(cache=True, error_model="numpy")(_insert)
